@@ -1,0 +1,363 @@
+//! Per-file statistics (PROTOCOL.md "Per-file Statistics"): collected while writing,
+//! serialized as the `add.stats` JSON string.
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StructArray};
+use arrow::buffer::NullBuffer;
+use arrow::compute::{max, max_string, min, min_string};
+use arrow::datatypes::{
+    DataType as ArrowType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    Int8Type, TimeUnit, TimestampMicrosecondType,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// Default number of leaf columns with statistics (`delta.dataSkippingNumIndexedCols`).
+pub const DEFAULT_NUM_INDEXED_COLS: i64 = 32;
+/// String statistics are truncated to this many characters.
+const STRING_PREFIX_CHARS: usize = 32;
+
+/// The parts of `add.stats` Shoal reads without a predicate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSummary {
+    pub num_records: Option<i64>,
+}
+
+/// Reads `numRecords` from a stats string, if present and valid.
+pub fn num_records(stats: Option<&str>) -> Option<i64> {
+    stats
+        .and_then(|s| serde_json::from_str::<StatsSummary>(s).ok())
+        .and_then(|s| s.num_records)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Int,
+    Float,
+    Date,
+    Timestamp,
+    Str,
+    CountOnly,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Bound {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl Bound {
+    fn less(&self, other: &Bound) -> bool {
+        match (self, other) {
+            (Bound::Int(a), Bound::Int(b)) => a < b,
+            (Bound::Float(a), Bound::Float(b)) => a < b,
+            (Bound::Str(a), Bound::Str(b)) => a < b,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Leaf {
+    /// Path of field names from the top-level column.
+    path: Vec<String>,
+    kind: Kind,
+    nulls: i64,
+    min: Option<Bound>,
+    max: Option<Bound>,
+    /// A value made min/max unusable (NaN, an over-long string max).
+    poisoned_min: bool,
+    poisoned_max: bool,
+}
+
+/// Accumulates statistics over the batches written to one file.
+#[derive(Debug)]
+pub struct StatsCollector {
+    leaves: Vec<Leaf>,
+    num_records: i64,
+}
+
+impl StatsCollector {
+    /// Collects stats for the first `num_indexed` leaf columns of `schema` (-1: all).
+    pub fn new(schema: &arrow::datatypes::Schema, num_indexed: i64) -> Self {
+        let mut leaves = Vec::new();
+        let limit = if num_indexed < 0 {
+            usize::MAX
+        } else {
+            num_indexed as usize
+        };
+        for f in schema.fields() {
+            collect_leaves(f.name(), f.data_type(), &mut vec![], &mut leaves, limit);
+        }
+        StatsCollector {
+            leaves,
+            num_records: 0,
+        }
+    }
+
+    pub fn update(&mut self, batch: &RecordBatch) {
+        self.num_records += batch.num_rows() as i64;
+        for leaf in &mut self.leaves {
+            if let Some((array, nulls)) = resolve(batch, &leaf.path) {
+                leaf.update(&array, nulls.as_ref());
+            }
+        }
+    }
+
+    pub fn num_records(&self) -> i64 {
+        self.num_records
+    }
+
+    /// The stats JSON string for `add.stats`.
+    pub fn to_json(&self) -> String {
+        let mut min_values = Map::new();
+        let mut max_values = Map::new();
+        let mut null_count = Map::new();
+        for leaf in &self.leaves {
+            insert_path(&mut null_count, &leaf.path, Value::from(leaf.nulls));
+            if !leaf.poisoned_min {
+                if let Some(v) = &leaf.min {
+                    insert_path(&mut min_values, &leaf.path, leaf.kind.to_json(v));
+                }
+            }
+            if !leaf.poisoned_max {
+                if let Some(v) = &leaf.max {
+                    insert_path(&mut max_values, &leaf.path, leaf.kind.to_json(v));
+                }
+            }
+        }
+        let mut out = Map::new();
+        out.insert("numRecords".into(), Value::from(self.num_records));
+        out.insert("minValues".into(), Value::Object(min_values));
+        out.insert("maxValues".into(), Value::Object(max_values));
+        out.insert("nullCount".into(), Value::Object(null_count));
+        Value::Object(out).to_string()
+    }
+}
+
+fn collect_leaves(
+    name: &str,
+    dt: &ArrowType,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<Leaf>,
+    limit: usize,
+) {
+    if out.len() >= limit {
+        return;
+    }
+    prefix.push(name.to_string());
+    match dt {
+        ArrowType::Struct(fields) => {
+            for f in fields {
+                collect_leaves(f.name(), f.data_type(), prefix, out, limit);
+            }
+        }
+        other => {
+            let kind = match other {
+                ArrowType::Int8 | ArrowType::Int16 | ArrowType::Int32 | ArrowType::Int64 => {
+                    Kind::Int
+                }
+                ArrowType::Float32 | ArrowType::Float64 => Kind::Float,
+                ArrowType::Date32 => Kind::Date,
+                ArrowType::Timestamp(TimeUnit::Microsecond, _) => Kind::Timestamp,
+                ArrowType::Utf8 => Kind::Str,
+                _ => Kind::CountOnly,
+            };
+            out.push(Leaf {
+                path: prefix.clone(),
+                kind,
+                nulls: 0,
+                min: None,
+                max: None,
+                poisoned_min: false,
+                poisoned_max: false,
+            });
+        }
+    }
+    prefix.pop();
+}
+
+/// The leaf array at `path` and the nulls of every struct above it.
+fn resolve(batch: &RecordBatch, path: &[String]) -> Option<(ArrayRef, Option<NullBuffer>)> {
+    let mut array = batch.column_by_name(&path[0])?.clone();
+    let mut nulls: Option<NullBuffer> = None;
+    for name in &path[1..] {
+        let s: &StructArray = array.as_struct_opt()?;
+        nulls = NullBuffer::union(nulls.as_ref(), s.nulls());
+        array = s.column_by_name(name)?.clone();
+    }
+    Some((array, nulls))
+}
+
+impl Leaf {
+    fn update(&mut self, array: &ArrayRef, parent_nulls: Option<&NullBuffer>) {
+        let combined = NullBuffer::union(parent_nulls, array.logical_nulls().as_ref());
+        self.nulls += combined.as_ref().map(|n| n.null_count()).unwrap_or(0) as i64;
+        // Values under a null parent are not part of the data; only use them when
+        // the parents have no nulls (the common case).
+        if parent_nulls.is_some_and(|n| n.null_count() > 0) {
+            self.poisoned_min = true;
+            self.poisoned_max = true;
+            return;
+        }
+        let (lo, hi) = match self.kind {
+            Kind::Int => match array.data_type() {
+                ArrowType::Int8 => int_bounds(
+                    min(array.as_primitive::<Int8Type>()),
+                    max(array.as_primitive::<Int8Type>()),
+                ),
+                ArrowType::Int16 => int_bounds(
+                    min(array.as_primitive::<Int16Type>()),
+                    max(array.as_primitive::<Int16Type>()),
+                ),
+                ArrowType::Int32 => int_bounds(
+                    min(array.as_primitive::<Int32Type>()),
+                    max(array.as_primitive::<Int32Type>()),
+                ),
+                _ => int_bounds(
+                    min(array.as_primitive::<Int64Type>()),
+                    max(array.as_primitive::<Int64Type>()),
+                ),
+            },
+            Kind::Float => {
+                let (lo, hi) = match array.data_type() {
+                    ArrowType::Float32 => (
+                        min(array.as_primitive::<Float32Type>()).map(f64::from),
+                        max(array.as_primitive::<Float32Type>()).map(f64::from),
+                    ),
+                    _ => (
+                        min(array.as_primitive::<Float64Type>()),
+                        max(array.as_primitive::<Float64Type>()),
+                    ),
+                };
+                if lo.is_some_and(f64::is_nan) {
+                    self.poisoned_min = true;
+                }
+                if hi.is_some_and(f64::is_nan) {
+                    self.poisoned_max = true;
+                }
+                (
+                    lo.filter(|v| !v.is_nan()).map(Bound::Float),
+                    hi.filter(|v| !v.is_nan()).map(Bound::Float),
+                )
+            }
+            Kind::Date => int_bounds(
+                min(array.as_primitive::<Date32Type>()),
+                max(array.as_primitive::<Date32Type>()),
+            ),
+            Kind::Timestamp => int_bounds(
+                min(array.as_primitive::<TimestampMicrosecondType>()),
+                max(array.as_primitive::<TimestampMicrosecondType>()),
+            ),
+            Kind::Str => {
+                let s = array.as_string::<i32>();
+                let lo = min_string(s).map(|v| v.chars().take(STRING_PREFIX_CHARS).collect());
+                let hi = max_string(s).map(|v| {
+                    if v.chars().count() > STRING_PREFIX_CHARS {
+                        // A truncated prefix is not an upper bound.
+                        self.poisoned_max = true;
+                    }
+                    v.to_string()
+                });
+                (lo.map(Bound::Str), hi.map(Bound::Str))
+            }
+            Kind::CountOnly => (None, None),
+        };
+        if let Some(lo) = lo {
+            if self.min.as_ref().is_none_or(|m| lo.less(m)) {
+                self.min = Some(lo);
+            }
+        }
+        if let Some(hi) = hi {
+            if self.max.as_ref().is_none_or(|m| m.less(&hi)) {
+                self.max = Some(hi);
+            }
+        }
+    }
+}
+
+fn int_bounds<T: Into<i64>>(lo: Option<T>, hi: Option<T>) -> (Option<Bound>, Option<Bound>) {
+    (
+        lo.map(|v| Bound::Int(v.into())),
+        hi.map(|v| Bound::Int(v.into())),
+    )
+}
+
+impl Kind {
+    fn to_json(self, v: &Bound) -> Value {
+        match (self, v) {
+            (Kind::Date, Bound::Int(d)) => {
+                Value::from(crate::protocol::partition::format_date(*d as i32))
+            }
+            (Kind::Timestamp, Bound::Int(us)) => Value::from(
+                chrono::DateTime::from_timestamp_micros(*us)
+                    .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+                    .unwrap_or_default(),
+            ),
+            (_, Bound::Int(i)) => Value::from(*i),
+            (_, Bound::Float(f)) => Value::from(*f),
+            (_, Bound::Str(s)) => Value::from(s.clone()),
+        }
+    }
+}
+
+fn insert_path(map: &mut Map<String, Value>, path: &[String], v: Value) {
+    if path.len() == 1 {
+        map.insert(path[0].clone(), v);
+        return;
+    }
+    let child = map
+        .entry(path[0].clone())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(m) = child {
+        insert_path(m, &path[1..], v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+
+    #[test]
+    fn collects_min_max_nulls_across_batches() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", ArrowType::Int64, true),
+            Field::new("x", ArrowType::Float64, true),
+            Field::new("s", ArrowType::Utf8, true),
+        ]));
+        let b1 = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![Some(5), None])),
+                Arc::new(Float64Array::from(vec![1.5, f64::NAN])),
+                Arc::new(StringArray::from(vec!["b", "a"])),
+            ],
+        )
+        .unwrap();
+        let b2 = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![Some(-1), Some(9)])),
+                Arc::new(Float64Array::from(vec![0.5, 2.0])),
+                Arc::new(StringArray::from(vec![Some("c"), None])),
+            ],
+        )
+        .unwrap();
+        let mut c = StatsCollector::new(&schema, 32);
+        c.update(&b1);
+        c.update(&b2);
+        let v: Value = serde_json::from_str(&c.to_json()).unwrap();
+        assert_eq!(v["numRecords"], 4);
+        assert_eq!(v["minValues"]["id"], -1);
+        assert_eq!(v["maxValues"]["id"], 9);
+        assert_eq!(v["nullCount"]["id"], 1);
+        assert_eq!(v["minValues"]["x"], 0.5);
+        assert!(v["maxValues"].get("x").is_none(), "NaN poisons max");
+        assert_eq!(v["maxValues"]["s"], "c");
+        assert_eq!(v["nullCount"]["s"], 1);
+    }
+}
