@@ -9,18 +9,29 @@
 //! let table = Table::open("./warehouse/events").await?;
 //! let snapshot = table.snapshot().await?;
 //! println!("version {} has {} files", snapshot.version(), snapshot.num_files());
+//! let batches = table.scan(snapshot).with_columns(&["id"]).collect().await?;
 //! # Ok(()) }
 //! ```
 //!
 //! Modules, lowest first (each imports only from those above it):
-//! `protocol` → `storage` → `log` → `snapshot` → `scan` / `write` → `transaction` → `ops`.
+//! `protocol` → `storage` → `log` → `snapshot` → `scan` / `write` → `transaction` →
+//! `ops` → `table`.
 
 pub mod error;
 pub mod log;
+pub mod ops;
 pub mod protocol;
+pub mod scan;
 pub mod snapshot;
 pub mod storage;
+pub mod table;
+pub mod transaction;
+pub mod write;
 
 pub use error::{ConflictKind, Error, Result};
+pub use ops::{SaveMode, WriteResult};
+pub use protocol::{DataType, StructField, StructType};
 pub use snapshot::Snapshot;
 pub use storage::TableStore;
+pub use table::Table;
+pub use write::SchemaMode;

@@ -221,6 +221,18 @@ impl Snapshot {
         })
     }
 
+    /// The snapshot of a table whose whole log is `actions` (a freshly created table).
+    pub fn from_actions(
+        store: &TableStore,
+        version: i64,
+        actions: &[Action],
+        timestamp: i64,
+    ) -> Result<Snapshot> {
+        let mut state = ReplayState::default();
+        state.apply(actions.iter().cloned());
+        Self::from_state(store.clone(), version, state, timestamp, None)
+    }
+
     /// The snapshot after a commit of `actions` at `version` on top of this one.
     /// Used by writers to move forward without re-reading the log.
     pub fn apply_commit(
@@ -389,6 +401,45 @@ impl Snapshot {
         tombs.sort_by(|a, b| a.path.cmp(&b.path));
         out.extend(tombs.into_iter().map(Action::Remove));
         out
+    }
+
+    /// Writes `<version>.checkpoint.parquet` for this snapshot and points
+    /// `_last_checkpoint` at it. Checkpoints are not commits: rewriting one is harmless.
+    pub async fn write_checkpoint(&self) -> Result<LastCheckpoint> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let actions = self.checkpoint_actions(now);
+        let num_actions = actions.len() as i64;
+        let num_adds = self.num_files() as i64;
+        let data = tokio::task::spawn_blocking(move || log::checkpoint::write_checkpoint(&actions))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+        let size = data.len() as i64;
+        self.store
+            .put(
+                &self.store.log_path(&log::checkpoint_name(self.version)),
+                data,
+            )
+            .await?;
+        let last = LastCheckpoint {
+            version: self.version,
+            size: num_actions,
+            parts: None,
+            size_in_bytes: Some(size),
+            num_of_add_files: Some(num_adds),
+        };
+        self.store
+            .put(
+                &self.store.log_path("_last_checkpoint"),
+                bytes::Bytes::from(serde_json::to_vec(&last)?),
+            )
+            .await?;
+        tracing::info!(
+            version = self.version,
+            actions = num_actions,
+            bytes = size,
+            "checkpoint written"
+        );
+        Ok(last)
     }
 
     /// `delta.deletedFileRetentionDuration` in ms (default 7 days).

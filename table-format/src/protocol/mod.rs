@@ -2,6 +2,7 @@
 //! table features. Pure: no IO.
 
 pub mod actions;
+pub mod conform;
 pub mod features;
 pub mod partition;
 pub mod schema;

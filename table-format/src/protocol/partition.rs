@@ -188,7 +188,7 @@ pub fn parse_value(
         column: column.to_string(),
         reason,
     };
-    let value = value.filter(|v| !v.is_empty() || matches!(dt, DataType::String));
+    let value = value.filter(|v| !v.is_empty());
     let Some(v) = value else {
         return Ok(arrow::array::new_null_array(target, 1));
     };

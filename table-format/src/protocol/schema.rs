@@ -127,6 +127,21 @@ impl StructType {
         Ok(StructType::new(fields))
     }
 
+    /// The same schema with every field renamed to its column-mapping physical name.
+    pub fn to_physical(&self) -> StructType {
+        StructType::new(
+            self.fields
+                .iter()
+                .map(|f| StructField {
+                    name: f.physical_name().to_string(),
+                    data_type: f.data_type.to_physical(),
+                    nullable: f.nullable,
+                    metadata: Default::default(),
+                })
+                .collect(),
+        )
+    }
+
     /// Every type used anywhere in the schema, depth first.
     pub fn walk_types<'a>(&'a self, out: &mut Vec<(&'a str, &'a DataType)>) {
         for f in &self.fields {
@@ -221,6 +236,19 @@ impl DataType {
             value_type,
             value_contains_null,
         }))
+    }
+
+    fn to_physical(&self) -> DataType {
+        match self {
+            DataType::Struct(s) => DataType::Struct(Box::new(s.to_physical())),
+            DataType::Array(a) => DataType::array(a.element_type.to_physical(), a.contains_null),
+            DataType::Map(m) => DataType::map(
+                m.key_type.to_physical(),
+                m.value_type.to_physical(),
+                m.value_contains_null,
+            ),
+            other => other.clone(),
+        }
     }
 
     pub fn is_primitive(&self) -> bool {

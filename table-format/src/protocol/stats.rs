@@ -36,6 +36,7 @@ enum Kind {
     Float,
     Date,
     Timestamp,
+    TimestampNtz,
     Str,
     CountOnly,
 }
@@ -160,7 +161,8 @@ fn collect_leaves(
                 }
                 ArrowType::Float32 | ArrowType::Float64 => Kind::Float,
                 ArrowType::Date32 => Kind::Date,
-                ArrowType::Timestamp(TimeUnit::Microsecond, _) => Kind::Timestamp,
+                ArrowType::Timestamp(TimeUnit::Microsecond, Some(_)) => Kind::Timestamp,
+                ArrowType::Timestamp(TimeUnit::Microsecond, None) => Kind::TimestampNtz,
                 ArrowType::Utf8 => Kind::Str,
                 _ => Kind::CountOnly,
             };
@@ -246,7 +248,7 @@ impl Leaf {
                 min(array.as_primitive::<Date32Type>()),
                 max(array.as_primitive::<Date32Type>()),
             ),
-            Kind::Timestamp => int_bounds(
+            Kind::Timestamp | Kind::TimestampNtz => int_bounds(
                 min(array.as_primitive::<TimestampMicrosecondType>()),
                 max(array.as_primitive::<TimestampMicrosecondType>()),
             ),
@@ -293,6 +295,11 @@ impl Kind {
             (Kind::Timestamp, Bound::Int(us)) => Value::from(
                 chrono::DateTime::from_timestamp_micros(*us)
                     .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+                    .unwrap_or_default(),
+            ),
+            (Kind::TimestampNtz, Bound::Int(us)) => Value::from(
+                chrono::DateTime::from_timestamp_micros(*us)
+                    .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.6f").to_string())
                     .unwrap_or_default(),
             ),
             (_, Bound::Int(i)) => Value::from(*i),

@@ -1,0 +1,57 @@
+//! The commit history: `commitInfo` of the newest commits.
+
+use crate::error::Result;
+use crate::log::{LogFileKind, LogFileName};
+use crate::protocol::{Action, CommitInfo};
+use crate::snapshot::{list_log, read_commits};
+use crate::storage::TableStore;
+
+/// One entry of the history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub version: i64,
+    /// The commit timestamp (in-commit timestamp, else `commitInfo.timestamp`, else file time).
+    pub timestamp: i64,
+    pub commit_info: CommitInfo,
+}
+
+/// The newest `limit` commits (all when `None`), newest first.
+pub async fn history(store: &TableStore, limit: Option<usize>) -> Result<Vec<HistoryEntry>> {
+    let listed = list_log(store, None).await?;
+    let mut commits: Vec<_> = listed
+        .into_iter()
+        .filter_map(|f| {
+            let p = LogFileName::parse(&f.name)?;
+            (p.kind == LogFileKind::Commit).then_some((p.version, f))
+        })
+        .collect();
+    if commits.is_empty() {
+        return Err(crate::Error::TableNotFound(store.uri().to_string()));
+    }
+    commits.reverse();
+    if let Some(l) = limit {
+        commits.truncate(l);
+    }
+    let read = read_commits(store, &commits).await?;
+    Ok(read
+        .into_iter()
+        .map(|(version, file, actions)| {
+            let commit_info = actions
+                .into_iter()
+                .find_map(|a| match a {
+                    Action::CommitInfo(c) => Some(c),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let timestamp = commit_info
+                .in_commit_timestamp()
+                .or(commit_info.timestamp())
+                .unwrap_or(file.modified_ms);
+            HistoryEntry {
+                version,
+                timestamp,
+                commit_info,
+            }
+        })
+        .collect())
+}

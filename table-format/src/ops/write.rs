@@ -1,0 +1,386 @@
+//! WRITE: append and overwrite with schema enforcement/evolution and idempotent
+//! application transactions. Creates the table when it does not exist.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use tracing::info;
+
+use crate::error::{ConflictKind, Error, Result};
+use crate::ops::create::new_table_actions;
+use crate::protocol::features::check_write;
+use crate::protocol::{Action, Add, Metadata, Remove, StructType, Txn};
+use crate::snapshot::Snapshot;
+use crate::storage::TableStore;
+use crate::transaction::{ReadSet, Transaction};
+use crate::write::{conform_batch, merge_schemas, DataWriter, SchemaMode, WriterOptions};
+
+/// Append adds files; overwrite replaces every file of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SaveMode {
+    #[default]
+    Append,
+    Overwrite,
+}
+
+/// What a write did.
+#[derive(Debug, Clone)]
+pub struct WriteResult {
+    /// The committed version (the current version when the write was already applied).
+    pub version: i64,
+    pub rows: usize,
+    pub files_added: usize,
+    pub files_removed: usize,
+    pub bytes_added: i64,
+    /// The application transaction had already been committed: nothing was written.
+    pub already_applied: bool,
+    pub snapshot: Snapshot,
+}
+
+/// Writes Arrow batches to a table.
+#[derive(Debug, Clone)]
+pub struct WriteBuilder {
+    store: TableStore,
+    snapshot: Option<Snapshot>,
+    batches: Vec<RecordBatch>,
+    mode: SaveMode,
+    schema_mode: SchemaMode,
+    partition_by: Option<Vec<String>>,
+    properties: HashMap<String, String>,
+    app: Option<(String, i64)>,
+    options: WriterOptions,
+    auto_checkpoint: bool,
+}
+
+impl WriteBuilder {
+    pub fn new(store: TableStore, batches: Vec<RecordBatch>) -> Self {
+        WriteBuilder {
+            store,
+            snapshot: None,
+            batches,
+            mode: SaveMode::Append,
+            schema_mode: SchemaMode::Enforce,
+            partition_by: None,
+            properties: HashMap::new(),
+            app: None,
+            options: WriterOptions::default(),
+            auto_checkpoint: true,
+        }
+    }
+
+    /// Start from a known snapshot instead of loading the latest.
+    pub fn with_snapshot(mut self, snapshot: Snapshot) -> Self {
+        self.snapshot = Some(snapshot);
+        self
+    }
+
+    pub fn with_mode(mut self, mode: SaveMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub fn with_schema_mode(mut self, mode: SchemaMode) -> Self {
+        self.schema_mode = mode;
+        self
+    }
+
+    /// Partition columns (for a new table, or with schema mode overwrite).
+    pub fn with_partition_by<S: AsRef<str>>(mut self, cols: &[S]) -> Self {
+        self.partition_by = Some(cols.iter().map(|c| c.as_ref().to_string()).collect());
+        self
+    }
+
+    /// Table properties for a newly created table.
+    pub fn with_properties(mut self, props: HashMap<String, String>) -> Self {
+        self.properties.extend(props);
+        self
+    }
+
+    /// Idempotent write: commit only if `version` is above the last one of `app_id`.
+    pub fn with_app_transaction(mut self, app_id: &str, version: i64) -> Self {
+        self.app = Some((app_id.to_string(), version));
+        self
+    }
+
+    pub fn with_target_file_size(mut self, bytes: u64) -> Self {
+        self.options.target_file_size = bytes.max(1);
+        self
+    }
+
+    pub fn with_writer_options(mut self, options: WriterOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn with_auto_checkpoint(mut self, on: bool) -> Self {
+        self.auto_checkpoint = on;
+        self
+    }
+
+    pub async fn execute(mut self) -> Result<WriteResult> {
+        let snapshot = match self.snapshot.take() {
+            Some(s) => Some(s),
+            None => match Snapshot::load(&self.store, None).await {
+                Ok(s) => Some(s),
+                Err(Error::TableNotFound(_)) => None,
+                Err(e) => return Err(e),
+            },
+        };
+        match self.clone().attempt(snapshot).await {
+            // Someone created the table between our look and our commit: write into theirs.
+            Err(Error::TableAlreadyExists(_)) => {
+                let snapshot = Snapshot::load(&self.store, None).await?;
+                self.attempt(Some(snapshot)).await
+            }
+            other => other,
+        }
+    }
+
+    fn input_schema(&self) -> Result<Option<StructType>> {
+        let Some(first) = self.batches.first() else {
+            return Ok(None);
+        };
+        let schema = first.schema();
+        for b in &self.batches[1..] {
+            if b.schema().fields() != schema.fields() {
+                return Err(Error::InvalidArgument(
+                    "all batches of one write must have the same schema".into(),
+                ));
+            }
+        }
+        Ok(Some(StructType::from_arrow(&schema)?))
+    }
+
+    async fn attempt(self, snapshot: Option<Snapshot>) -> Result<WriteResult> {
+        let input = self.input_schema()?;
+        let mut actions: Vec<Action> = Vec::new();
+        let (schema, partition_columns, base) = match &snapshot {
+            Some(snap) => {
+                check_write(snap.protocol(), snap.metadata())?;
+                if let Some((app, v)) = &self.app {
+                    if snap
+                        .app_transaction_version(app)
+                        .is_some_and(|last| last >= *v)
+                    {
+                        return Ok(already_applied(snap.clone()));
+                    }
+                }
+                if self.mode == SaveMode::Overwrite
+                    && snap.metadata().property("delta.appendOnly") == Some("true")
+                {
+                    return Err(Error::NotAllowed(
+                        "the table is append-only (delta.appendOnly=true); overwrite would remove data"
+                            .into(),
+                    ));
+                }
+                let table_schema = snap.schema().clone();
+                let mut partitions = snap.partition_columns().to_vec();
+                let new_schema = match (self.schema_mode, &input) {
+                    (SchemaMode::Enforce, _) | (_, None) => table_schema.clone(),
+                    (SchemaMode::Merge, Some(input)) => merge_schemas(&table_schema, input)?,
+                    (SchemaMode::Overwrite, Some(input)) => {
+                        if self.mode != SaveMode::Overwrite {
+                            return Err(Error::InvalidArgument(
+                                "schema mode `overwrite` needs save mode overwrite".into(),
+                            ));
+                        }
+                        if let Some(p) = &self.partition_by {
+                            partitions = p.clone();
+                        }
+                        input.clone()
+                    }
+                };
+                if let Some(p) = &self.partition_by {
+                    if *p != partitions {
+                        return Err(Error::InvalidArgument(format!(
+                            "the table is partitioned by {:?}, not {:?}; overwrite with schema mode `overwrite` to change it",
+                            snap.partition_columns(),
+                            p
+                        )));
+                    }
+                }
+                if new_schema != table_schema || partitions != snap.partition_columns() {
+                    let (_, fresh) =
+                        new_table_actions(&new_schema, &partitions, &HashMap::new(), None, None)?;
+                    let metadata = Metadata {
+                        schema_string: fresh.schema_string,
+                        partition_columns: partitions.clone(),
+                        ..snap.metadata().clone()
+                    };
+                    actions.push(Action::Metadata(metadata));
+                    let needed = crate::protocol::features::protocol_for_new_table(
+                        &new_schema,
+                        snap.metadata(),
+                    );
+                    if needed.min_reader_version > snap.protocol().min_reader_version
+                        || needed.min_writer_version > snap.protocol().min_writer_version
+                    {
+                        actions.push(Action::Protocol(needed));
+                    }
+                }
+                (new_schema, partitions, Some(snap.clone()))
+            }
+            None => {
+                let schema = input.clone().ok_or_else(|| {
+                    Error::InvalidArgument("cannot create a table from a write with no data".into())
+                })?;
+                let partitions = self.partition_by.clone().unwrap_or_default();
+                let (protocol, metadata) =
+                    new_table_actions(&schema, &partitions, &self.properties, None, None)?;
+                actions.push(Action::Protocol(protocol));
+                actions.push(Action::Metadata(metadata));
+                (schema, partitions, None)
+            }
+        };
+
+        // Enforce the schema on every batch before any file is written.
+        let target = Arc::new(schema.to_arrow()?);
+        let conformed: Vec<RecordBatch> = self
+            .batches
+            .iter()
+            .map(|b| conform_batch(b, &schema, &target))
+            .collect::<Result<_>>()?;
+        let rows: usize = conformed.iter().map(|b| b.num_rows()).sum();
+
+        let mut options = self.options.clone();
+        if let Some(n) = base
+            .as_ref()
+            .and_then(|s| s.metadata().property("delta.dataSkippingNumIndexedCols"))
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            options.num_indexed_cols = n;
+        }
+        let mut writer = DataWriter::new(
+            self.store.clone(),
+            &schema,
+            &target,
+            &partition_columns,
+            options,
+        )?;
+        for b in &conformed {
+            writer.write(b).await?;
+        }
+        drop(conformed);
+        let adds: Vec<Add> = writer.finish().await?;
+        let bytes_added: i64 = adds.iter().map(|a| a.size).sum();
+        let files_added = adds.len();
+
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut removed = 0;
+        if let (SaveMode::Overwrite, Some(snap)) = (self.mode, &base) {
+            for f in snap.files() {
+                actions.push(Action::Remove(Remove::for_add(&f, now, true)));
+                removed += 1;
+            }
+        }
+        let written: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+        actions.extend(adds.into_iter().map(Action::Add));
+        if let Some((app, v)) = &self.app {
+            actions.push(Action::Txn(Txn {
+                app_id: app.clone(),
+                version: *v,
+                last_updated: Some(now),
+            }));
+        }
+
+        let mode_name = match self.mode {
+            SaveMode::Append => "Append",
+            SaveMode::Overwrite => "Overwrite",
+        };
+        let result = match &base {
+            Some(snap) => {
+                let read = ReadSet {
+                    whole_table: self.mode == SaveMode::Overwrite,
+                    ..Default::default()
+                };
+                let mut txn = Transaction::new(snap, "WRITE")
+                    .with_read_set(read)
+                    .with_auto_checkpoint(self.auto_checkpoint);
+                if self.mode == SaveMode::Append
+                    && actions
+                        .iter()
+                        .all(|a| matches!(a, Action::Add(_) | Action::Txn(_)))
+                {
+                    txn = txn.blind_append();
+                }
+                txn.with_parameter("mode", mode_name)
+                    .with_parameter("partitionBy", serde_json::to_string(&partition_columns)?)
+                    .with_metric("numFiles", files_added)
+                    .with_metric("numOutputRows", rows)
+                    .with_metric("numOutputBytes", bytes_added)
+                    .with_metric("numRemovedFiles", removed)
+                    .with_actions(actions)
+                    .commit()
+                    .await
+            }
+            None => {
+                Transaction::create(&self.store, "WRITE")
+                    .with_auto_checkpoint(self.auto_checkpoint)
+                    .with_parameter("mode", "ErrorIfExists")
+                    .with_parameter("partitionBy", serde_json::to_string(&partition_columns)?)
+                    .with_metric("numFiles", files_added)
+                    .with_metric("numOutputRows", rows)
+                    .with_metric("numOutputBytes", bytes_added)
+                    .with_actions(actions)
+                    .commit()
+                    .await
+            }
+        };
+        let committed = match result {
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing references the files we wrote: remove them now rather than
+                // leaving them to vacuum.
+                for p in &written {
+                    let rel = crate::protocol::partition::decode_add_path(p);
+                    if let Ok(loc) = self.store.data_path(&rel) {
+                        let _ = self.store.delete(&loc).await;
+                    }
+                }
+                if let (
+                    Error::Conflict(ConflictKind::ConcurrentTransaction { .. }),
+                    Some((app, v)),
+                ) = (&e, &self.app)
+                {
+                    let latest = Snapshot::load(&self.store, None).await?;
+                    if latest
+                        .app_transaction_version(app)
+                        .is_some_and(|last| last >= *v)
+                    {
+                        return Ok(already_applied(latest));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        info!(
+            version = committed.version,
+            rows,
+            files = files_added,
+            mode = mode_name,
+            "write committed"
+        );
+        Ok(WriteResult {
+            version: committed.version,
+            rows,
+            files_added,
+            files_removed: removed,
+            bytes_added,
+            already_applied: false,
+            snapshot: committed.snapshot,
+        })
+    }
+}
+
+fn already_applied(snapshot: Snapshot) -> WriteResult {
+    WriteResult {
+        version: snapshot.version(),
+        rows: 0,
+        files_added: 0,
+        files_removed: 0,
+        bytes_added: 0,
+        already_applied: true,
+        snapshot,
+    }
+}

@@ -1,0 +1,77 @@
+//! [`Table`]: a handle on a table location, the entry point to snapshots and operations.
+
+use arrow::array::RecordBatch;
+
+use crate::error::Result;
+use crate::ops::{history::HistoryEntry, CreateTableBuilder, WriteBuilder};
+use crate::protocol::StructType;
+use crate::scan::ScanBuilder;
+use crate::snapshot::Snapshot;
+use crate::storage::TableStore;
+
+/// A table at a location. Cheap to clone; holds no state but the location.
+#[derive(Debug, Clone)]
+pub struct Table {
+    store: TableStore,
+}
+
+impl Table {
+    /// A table at a URI (local path, `file://`, `memory://`). Does not read anything.
+    pub fn at(uri: &str) -> Result<Table> {
+        Ok(Table {
+            store: TableStore::from_uri(uri)?,
+        })
+    }
+
+    /// Opens an existing table: fails with `TableNotFound` when there is none.
+    pub async fn open(uri: &str) -> Result<Table> {
+        let t = Table::at(uri)?;
+        t.snapshot().await?;
+        Ok(t)
+    }
+
+    pub fn from_store(store: TableStore) -> Table {
+        Table { store }
+    }
+
+    pub fn store(&self) -> &TableStore {
+        &self.store
+    }
+
+    /// The latest snapshot.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        Snapshot::load(&self.store, None).await
+    }
+
+    /// The snapshot at a version.
+    pub async fn snapshot_at(&self, version: i64) -> Result<Snapshot> {
+        Snapshot::load(&self.store, Some(version)).await
+    }
+
+    /// The snapshot of the latest commit at or before a timestamp (ms since the epoch).
+    pub async fn snapshot_at_timestamp(&self, timestamp_ms: i64) -> Result<Snapshot> {
+        Snapshot::load_at_timestamp(&self.store, timestamp_ms).await
+    }
+
+    pub fn create(&self, schema: StructType) -> CreateTableBuilder {
+        CreateTableBuilder::new(self.store.clone(), schema)
+    }
+
+    pub fn write(&self, batches: Vec<RecordBatch>) -> WriteBuilder {
+        WriteBuilder::new(self.store.clone(), batches)
+    }
+
+    pub fn scan(&self, snapshot: Snapshot) -> ScanBuilder {
+        ScanBuilder::new(snapshot)
+    }
+
+    pub async fn history(&self, limit: Option<usize>) -> Result<Vec<HistoryEntry>> {
+        crate::ops::history::history(&self.store, limit).await
+    }
+
+    /// Writes a checkpoint of the latest version.
+    pub async fn checkpoint(&self) -> Result<crate::log::LastCheckpoint> {
+        let snap = self.snapshot().await?;
+        crate::ops::checkpoint::write_checkpoint(&snap).await
+    }
+}

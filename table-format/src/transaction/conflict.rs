@@ -1,0 +1,124 @@
+//! The conflict checker: decides whether a transaction that lost the commit race may
+//! rebase onto the winning commit. Pure.
+
+use std::collections::HashSet;
+
+use crate::error::ConflictKind;
+use crate::protocol::Action;
+use crate::snapshot::file_key;
+
+/// What a transaction read and changes, for conflict checks.
+#[derive(Debug, Clone, Default)]
+pub struct ReadSet {
+    /// The transaction's outcome depends on every file of the table (overwrite).
+    pub whole_table: bool,
+    /// Keys of the files the transaction read.
+    pub files_read: HashSet<String>,
+    /// Keys of the files the transaction removes.
+    pub files_removed: HashSet<String>,
+    /// The application id of the transaction's `txn` action.
+    pub app_id: Option<String>,
+    /// The transaction changes metadata or protocol itself.
+    pub changes_metadata: bool,
+}
+
+/// Checks one winning commit against the transaction.
+pub fn check(read: &ReadSet, winner: &[Action]) -> Result<(), ConflictKind> {
+    for action in winner {
+        match action {
+            Action::Protocol(_) => return Err(ConflictKind::ProtocolChanged),
+            Action::Metadata(_) => return Err(ConflictKind::MetadataChanged),
+            Action::Txn(t) if read.app_id.as_deref() == Some(t.app_id.as_str()) => {
+                return Err(ConflictKind::ConcurrentTransaction {
+                    app_id: t.app_id.clone(),
+                })
+            }
+            Action::Add(a) if a.data_change && read.whole_table => {
+                return Err(ConflictKind::ConcurrentAppend {
+                    path: a.path.clone(),
+                })
+            }
+            Action::Remove(r) => {
+                let key = file_key(&r.path, r.deletion_vector.as_ref());
+                if read.files_removed.contains(&key) {
+                    return Err(ConflictKind::ConcurrentDeleteDelete {
+                        path: r.path.clone(),
+                    });
+                }
+                if r.data_change && (read.whole_table || read.files_read.contains(&key)) {
+                    return Err(ConflictKind::ConcurrentDeleteRead {
+                        path: r.path.clone(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Action, Txn};
+
+    fn add(path: &str) -> Action {
+        Action::from_json_line(&format!(
+            r#"{{"add":{{"path":"{path}","partitionValues":{{}},"size":1,"modificationTime":1,"dataChange":true}}}}"#
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
+    fn remove(path: &str) -> Action {
+        Action::from_json_line(&format!(
+            r#"{{"remove":{{"path":"{path}","dataChange":true}}}}"#
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
+    #[test]
+    fn blind_appends_never_conflict_with_appends() {
+        assert!(check(&ReadSet::default(), &[add("a")]).is_ok());
+        assert!(check(&ReadSet::default(), &[remove("a")]).is_ok());
+    }
+
+    #[test]
+    fn overwrite_conflicts_with_concurrent_append() {
+        let read = ReadSet {
+            whole_table: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            check(&read, &[add("a")]),
+            Err(ConflictKind::ConcurrentAppend { .. })
+        ));
+    }
+
+    #[test]
+    fn same_app_id_conflicts() {
+        let read = ReadSet {
+            app_id: Some("app".into()),
+            ..Default::default()
+        };
+        let winner = [Action::Txn(Txn {
+            app_id: "app".into(),
+            version: 1,
+            last_updated: None,
+        })];
+        assert!(check(&read, &winner).is_err());
+    }
+
+    #[test]
+    fn delete_delete_conflicts() {
+        let read = ReadSet {
+            files_removed: HashSet::from(["x y".to_string()]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            check(&read, &[remove("x%20y")]),
+            Err(ConflictKind::ConcurrentDeleteDelete { .. })
+        ));
+    }
+}

@@ -1,0 +1,275 @@
+//! Transactions: gather actions and what was read, commit with put-if-absent on the
+//! next version file, and on a lost race check the winners for logical conflicts,
+//! rebase and retry. The only code that writes commits into `_delta_log/`.
+
+pub mod conflict;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tracing::{debug, warn};
+
+use crate::error::{ConflictKind, Error, Result};
+use crate::log::{commit_name, parse_commit, serialize_commit};
+use crate::protocol::{Action, CommitInfo};
+use crate::snapshot::Snapshot;
+use crate::storage::{PutOutcome, TableStore};
+
+pub use conflict::ReadSet;
+
+/// Default bound on commit attempts.
+pub const DEFAULT_MAX_ATTEMPTS: usize = 100;
+
+/// The engine name written in `commitInfo.engineInfo`.
+pub fn engine_info() -> String {
+    format!("shoal/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A set of actions to commit atomically.
+#[derive(Debug)]
+#[must_use = "a transaction does nothing until committed"]
+pub struct Transaction {
+    store: TableStore,
+    base: Option<Snapshot>,
+    operation: String,
+    parameters: Map<String, Value>,
+    metrics: Map<String, Value>,
+    actions: Vec<Action>,
+    read: ReadSet,
+    max_attempts: usize,
+    auto_checkpoint: bool,
+    blind_append: bool,
+}
+
+/// The outcome of a successful commit.
+#[derive(Debug, Clone)]
+pub struct CommitResult {
+    pub version: i64,
+    /// The table right after this commit (including rebased-over winners).
+    pub snapshot: Snapshot,
+    pub attempts: usize,
+}
+
+impl Transaction {
+    /// A transaction on an existing table, reading at `base`.
+    pub fn new(base: &Snapshot, operation: &str) -> Self {
+        Transaction {
+            store: base.store().clone(),
+            base: Some(base.clone()),
+            operation: operation.to_string(),
+            parameters: Map::new(),
+            metrics: Map::new(),
+            actions: Vec::new(),
+            read: ReadSet::default(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            auto_checkpoint: true,
+            blind_append: false,
+        }
+    }
+
+    /// A transaction creating the table (version 0).
+    pub fn create(store: &TableStore, operation: &str) -> Self {
+        Transaction {
+            store: store.clone(),
+            base: None,
+            operation: operation.to_string(),
+            parameters: Map::new(),
+            metrics: Map::new(),
+            actions: Vec::new(),
+            read: ReadSet::default(),
+            max_attempts: 1,
+            auto_checkpoint: true,
+            blind_append: false,
+        }
+    }
+
+    pub fn with_actions(mut self, actions: impl IntoIterator<Item = Action>) -> Self {
+        for a in actions {
+            if matches!(a, Action::Protocol(_) | Action::Metadata(_)) {
+                self.read.changes_metadata = true;
+            }
+            if let Action::Txn(t) = &a {
+                self.read.app_id = Some(t.app_id.clone());
+            }
+            if let Action::Remove(r) = &a {
+                self.read.files_removed.insert(crate::snapshot::file_key(
+                    &r.path,
+                    r.deletion_vector.as_ref(),
+                ));
+            }
+            self.actions.push(a);
+        }
+        self
+    }
+
+    pub fn with_read_set(mut self, read: ReadSet) -> Self {
+        let removed = std::mem::take(&mut self.read.files_removed);
+        let app = self.read.app_id.take();
+        let changes = self.read.changes_metadata;
+        self.read = read;
+        self.read.files_removed.extend(removed);
+        self.read.app_id = self.read.app_id.take().or(app);
+        self.read.changes_metadata |= changes;
+        self
+    }
+
+    pub fn with_parameter(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.parameters.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn with_metric(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.metrics.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn with_max_attempts(mut self, attempts: usize) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Write a checkpoint when the new version is a multiple of the interval (default on).
+    pub fn with_auto_checkpoint(mut self, on: bool) -> Self {
+        self.auto_checkpoint = on;
+        self
+    }
+
+    /// Marks the transaction as reading nothing and only adding files.
+    pub fn blind_append(mut self) -> Self {
+        self.blind_append = true;
+        self
+    }
+
+    fn commit_info(&self, timestamp: i64, ict: Option<i64>, read_version: Option<i64>) -> Action {
+        let mut m = Map::new();
+        if let Some(ict) = ict {
+            m.insert("inCommitTimestamp".into(), Value::from(ict));
+        }
+        m.insert("timestamp".into(), Value::from(timestamp));
+        m.insert("operation".into(), Value::from(self.operation.clone()));
+        m.insert(
+            "operationParameters".into(),
+            Value::Object(self.parameters.clone()),
+        );
+        if let Some(v) = read_version {
+            m.insert("readVersion".into(), Value::from(v));
+        }
+        m.insert("isolationLevel".into(), Value::from("Serializable"));
+        m.insert("isBlindAppend".into(), Value::from(self.blind_append));
+        // Delta writes metrics as strings.
+        let metrics: Map<String, Value> = self
+            .metrics
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), Value::from(s))
+            })
+            .collect();
+        m.insert("operationMetrics".into(), Value::Object(metrics));
+        m.insert("engineInfo".into(), Value::from(engine_info()));
+        m.insert(
+            "txnId".into(),
+            Value::from(uuid::Uuid::new_v4().to_string()),
+        );
+        Action::CommitInfo(CommitInfo(m))
+    }
+
+    fn ict_enabled(&self) -> bool {
+        let from_actions = self.actions.iter().rev().find_map(|a| match a {
+            Action::Metadata(m) => {
+                Some(m.property("delta.enableInCommitTimestamps") == Some("true"))
+            }
+            _ => None,
+        });
+        from_actions.unwrap_or_else(|| self.base.as_ref().is_some_and(|b| b.in_commit_timestamps()))
+    }
+
+    /// Commits, retrying on lost races that do not conflict logically.
+    pub async fn commit(self) -> Result<CommitResult> {
+        let read_version = self.base.as_ref().map(|b| b.version());
+        let mut version = read_version.map(|v| v + 1).unwrap_or(0);
+        let ict_enabled = self.ict_enabled();
+        let mut last_ts = self
+            .base
+            .as_ref()
+            .map(|b| b.timestamp())
+            .unwrap_or(i64::MIN);
+        let mut winners: Vec<(i64, Vec<Action>, i64)> = Vec::new();
+        for attempt in 1..=self.max_attempts {
+            let now = chrono::Utc::now().timestamp_millis();
+            let ict = ict_enabled.then(|| now.max(last_ts.saturating_add(1)));
+            let mut actions = Vec::with_capacity(self.actions.len() + 1);
+            actions.push(self.commit_info(now, ict, read_version));
+            actions.extend(self.actions.iter().cloned());
+            let bytes = Bytes::from(serialize_commit(&actions)?);
+            let path = self.store.log_path(&commit_name(version));
+            match self.store.put_if_absent(&path, bytes.clone()).await? {
+                PutOutcome::Created => {
+                    debug!(version, attempt, operation = %self.operation, "committed");
+                    let timestamp = ict.unwrap_or(now);
+                    let snapshot = self
+                        .post_commit_snapshot(&winners, version, &actions, timestamp)
+                        .await?;
+                    if self.auto_checkpoint
+                        && version > 0
+                        && version % snapshot.checkpoint_interval() == 0
+                    {
+                        if let Err(e) = snapshot.write_checkpoint().await {
+                            warn!(version, error = %e, "automatic checkpoint failed; the commit stands");
+                        }
+                    }
+                    return Ok(CommitResult {
+                        version,
+                        snapshot,
+                        attempts: attempt,
+                    });
+                }
+                PutOutcome::AlreadyExists => {
+                    if self.base.is_none() {
+                        return Err(Error::TableAlreadyExists(self.store.uri().to_string()));
+                    }
+                    let data = self.store.get_opt(&path).await?.ok_or_else(|| {
+                        Error::corrupt(commit_name(version), "commit vanished after a lost race")
+                    })?;
+                    let winner = parse_commit(&data, &commit_name(version))?;
+                    conflict::check(&self.read, &winner).map_err(Error::Conflict)?;
+                    let winner_ts = winner
+                        .iter()
+                        .find_map(|a| match a {
+                            Action::CommitInfo(ci) => ci.in_commit_timestamp().or(ci.timestamp()),
+                            _ => None,
+                        })
+                        .unwrap_or(now);
+                    last_ts = last_ts.max(winner_ts);
+                    debug!(version, attempt, "lost the commit race; rebasing");
+                    winners.push((version, winner, winner_ts));
+                    version += 1;
+                }
+            }
+        }
+        Err(Error::Conflict(ConflictKind::RetriesExhausted {
+            attempts: self.max_attempts,
+        }))
+    }
+
+    async fn post_commit_snapshot(
+        &self,
+        winners: &[(i64, Vec<Action>, i64)],
+        version: i64,
+        actions: &[Action],
+        timestamp: i64,
+    ) -> Result<Snapshot> {
+        match &self.base {
+            Some(base) => {
+                let mut snap = base.clone();
+                for (v, acts, ts) in winners {
+                    snap = snap.apply_commit(*v, acts, *ts)?;
+                }
+                snap.apply_commit(version, actions, timestamp)
+            }
+            None => Snapshot::from_actions(&self.store, version, actions, timestamp),
+        }
+    }
+}

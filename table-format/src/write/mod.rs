@@ -1,0 +1,8 @@
+//! The write path: schema enforcement and evolution, partition splitting, Parquet
+//! encoding with statistics, target file sizes.
+
+pub mod enforce;
+pub mod writer;
+
+pub use enforce::{conform_batch, merge_schemas, SchemaMode};
+pub use writer::{DataWriter, WriterOptions, DEFAULT_TARGET_FILE_SIZE};
