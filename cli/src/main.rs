@@ -1,1 +1,399 @@
-fn main() {}
+//! `shoal`: the operator's command line for Shoal tables.
+
+mod input;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use arrow::array::RecordBatch;
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::TryStreamExt;
+use serde_json::json;
+use shoal_format::{SaveMode, SchemaMode, Snapshot, Table};
+
+#[derive(Parser)]
+#[command(name = "shoal", version, about = "Shoal: Delta-compatible lakehouse tables")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Append,
+    Overwrite,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemaModeArg {
+    Merge,
+    Overwrite,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Table,
+    Csv,
+    Json,
+    Parquet,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write files (Parquet, CSV, NDJSON, Arrow IPC) into a table; creates it when missing.
+    Write {
+        table: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "append")]
+        mode: ModeArg,
+        #[arg(long, value_enum)]
+        schema_mode: Option<SchemaModeArg>,
+        /// Partition columns, comma-separated (new tables, or overwrite with schema mode overwrite).
+        #[arg(long, value_delimiter = ',')]
+        partition_by: Option<Vec<String>>,
+        /// Application id for an idempotent write (with --app-version).
+        #[arg(long, requires = "app_version")]
+        app_id: Option<String>,
+        #[arg(long, requires = "app_id")]
+        app_version: Option<i64>,
+        /// Table properties for a new table, KEY=VALUE.
+        #[arg(long = "property", value_parser = parse_kv)]
+        properties: Vec<(String, String)>,
+        /// Target data file size in bytes.
+        #[arg(long)]
+        target_file_size: Option<u64>,
+    },
+    /// Read rows of a table, optionally at an older version or timestamp.
+    Scan {
+        table: String,
+        #[arg(long, conflicts_with = "timestamp")]
+        version: Option<i64>,
+        /// RFC 3339, e.g. 2024-01-01T00:00:00Z
+        #[arg(long)]
+        timestamp: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        columns: Option<Vec<String>>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: FormatArg,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// The commit history, newest first.
+    History {
+        table: String,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Schema, partitioning, protocol, properties and size of a version.
+    Describe {
+        table: String,
+        #[arg(long, conflicts_with = "timestamp")]
+        version: Option<i64>,
+        #[arg(long)]
+        timestamp: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a checkpoint of the latest version.
+    Checkpoint { table: String },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_timestamp(s: &str) -> Result<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .with_context(|| format!("`{s}` is not an RFC 3339 timestamp (e.g. 2024-01-01T00:00:00Z)"))?;
+    Ok(t.timestamp_millis())
+}
+
+async fn snapshot_of(table: &Table, version: Option<i64>, timestamp: Option<&str>) -> Result<Snapshot> {
+    Ok(match (version, timestamp) {
+        (Some(v), _) => table.snapshot_at(v).await?,
+        (None, Some(ts)) => table.snapshot_at_timestamp(parse_timestamp(ts)?).await?,
+        (None, None) => table.snapshot().await?,
+    })
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Write {
+            table,
+            files,
+            mode,
+            schema_mode,
+            partition_by,
+            app_id,
+            app_version,
+            properties,
+            target_file_size,
+        } => {
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            for f in &files {
+                batches.extend(input::read_file(f)?);
+            }
+            if batches.is_empty() {
+                bail!("the input files hold no rows");
+            }
+            let t = Table::at(&table)?;
+            let mut w = t
+                .write(batches)
+                .with_mode(match mode {
+                    ModeArg::Append => SaveMode::Append,
+                    ModeArg::Overwrite => SaveMode::Overwrite,
+                })
+                .with_schema_mode(match schema_mode {
+                    None => SchemaMode::Enforce,
+                    Some(SchemaModeArg::Merge) => SchemaMode::Merge,
+                    Some(SchemaModeArg::Overwrite) => SchemaMode::Overwrite,
+                })
+                .with_properties(properties.into_iter().collect::<HashMap<_, _>>());
+            if let Some(p) = &partition_by {
+                w = w.with_partition_by(p);
+            }
+            if let (Some(id), Some(v)) = (&app_id, app_version) {
+                w = w.with_app_transaction(id, v);
+            }
+            if let Some(size) = target_file_size {
+                w = w.with_target_file_size(size);
+            }
+            let r = w.execute().await?;
+            if r.already_applied {
+                println!(
+                    "already applied: application `{}` version {} was committed before; table is at version {}",
+                    app_id.unwrap_or_default(),
+                    app_version.unwrap_or_default(),
+                    r.version
+                );
+            } else {
+                println!(
+                    "committed version {}: {} rows in {} file(s), {} bytes{}",
+                    r.version,
+                    r.rows,
+                    r.files_added,
+                    r.bytes_added,
+                    if r.files_removed > 0 {
+                        format!(", {} file(s) removed", r.files_removed)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+        Command::Scan {
+            table,
+            version,
+            timestamp,
+            columns,
+            limit,
+            format,
+            output,
+        } => {
+            let t = Table::at(&table)?;
+            let snap = snapshot_of(&t, version, timestamp.as_deref()).await?;
+            let mut scan = t.scan(snap).with_limit(limit);
+            if let Some(c) = &columns {
+                scan = scan.with_columns(c);
+            }
+            let schema = scan.schema()?;
+            let mut stream = scan.execute()?;
+            let mut out: Box<dyn Write + Send> = match &output {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p).with_context(|| format!("cannot create `{}`", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            };
+            match format {
+                FormatArg::Table => {
+                    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+                    let text = arrow::util::pretty::pretty_format_batches(&batches)?;
+                    writeln!(out, "{text}")?;
+                    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                    eprintln!("{rows} row(s)");
+                }
+                FormatArg::Csv => {
+                    let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+                    while let Some(b) = stream.try_next().await? {
+                        w.write(&b)?;
+                    }
+                }
+                FormatArg::Json => {
+                    let mut w = arrow::json::LineDelimitedWriter::new(out);
+                    while let Some(b) = stream.try_next().await? {
+                        w.write(&b)?;
+                    }
+                    w.finish()?;
+                }
+                FormatArg::Parquet => {
+                    if output.is_none() {
+                        bail!("--format parquet needs --output FILE");
+                    }
+                    let mut w = parquet::arrow::ArrowWriter::try_new(out, schema, None)?;
+                    while let Some(b) = stream.try_next().await? {
+                        w.write(&b)?;
+                    }
+                    w.close()?;
+                }
+            }
+        }
+        Command::History { table, limit, json } => {
+            let t = Table::at(&table)?;
+            let entries = t.history(limit).await?;
+            if json {
+                for e in entries {
+                    let mut ci = e.commit_info.0.clone();
+                    ci.insert("version".into(), json!(e.version));
+                    println!("{}", serde_json::Value::Object(ci));
+                }
+            } else {
+                println!("{:>8}  {:<24}  {:<22}  parameters / metrics", "version", "timestamp", "operation");
+                for e in entries {
+                    let ts = chrono::DateTime::from_timestamp_millis(e.timestamp)
+                        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                        .unwrap_or_default();
+                    let params = e
+                        .commit_info
+                        .0
+                        .get("operationParameters")
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
+                    let metrics = e
+                        .commit_info
+                        .0
+                        .get("operationMetrics")
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
+                    println!(
+                        "{:>8}  {:<24}  {:<22}  {} {}",
+                        e.version,
+                        ts,
+                        e.commit_info.operation().unwrap_or("?"),
+                        params,
+                        metrics
+                    );
+                }
+            }
+        }
+        Command::Describe {
+            table,
+            version,
+            timestamp,
+            json,
+        } => {
+            let t = Table::at(&table)?;
+            let snap = snapshot_of(&t, version, timestamp.as_deref()).await?;
+            let (bytes, rows) = snap.totals();
+            let mut props: Vec<(String, String)> = snap
+                .metadata()
+                .configuration
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
+                .collect();
+            props.sort();
+            let ts = chrono::DateTime::from_timestamp_millis(snap.timestamp())
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default();
+            if json {
+                let v = json!({
+                    "location": table,
+                    "version": snap.version(),
+                    "timestamp": ts,
+                    "id": snap.metadata().id,
+                    "name": snap.metadata().name,
+                    "schema": serde_json::from_str::<serde_json::Value>(&snap.metadata().schema_string)?,
+                    "partition_columns": snap.partition_columns(),
+                    "protocol": snap.protocol(),
+                    "properties": props.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<String, serde_json::Value>>(),
+                    "num_files": snap.num_files(),
+                    "size_bytes": bytes,
+                    "num_rows": rows,
+                    "checkpoint_version": snap.checkpoint_version(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("location:    {table}");
+                println!("version:     {} ({ts})", snap.version());
+                println!("id:          {}", snap.metadata().id);
+                let p = snap.protocol();
+                println!(
+                    "protocol:    reader {} writer {}{}{}",
+                    p.min_reader_version,
+                    p.min_writer_version,
+                    p.reader_features
+                        .as_ref()
+                        .map(|f| format!(", reader features {}", f.join(",")))
+                        .unwrap_or_default(),
+                    p.writer_features
+                        .as_ref()
+                        .map(|f| format!(", writer features {}", f.join(",")))
+                        .unwrap_or_default()
+                );
+                println!("partitioned: {}", if snap.partition_columns().is_empty() { "no".to_string() } else { snap.partition_columns().join(", ") });
+                println!("files:       {}", snap.num_files());
+                println!("size:        {bytes} bytes");
+                println!("rows:        {}", rows.map(|r| r.to_string()).unwrap_or_else(|| "unknown (files without stats)".into()));
+                println!("schema:");
+                for f in &snap.schema().fields {
+                    let ty = f
+                        .data_type
+                        .primitive_name()
+                        .unwrap_or_else(|| serde_json::to_string(&f.data_type).unwrap_or_default());
+                    println!("  {:<24} {}{}", f.name, ty, if f.nullable { "" } else { " not null" });
+                }
+                if !props.is_empty() {
+                    println!("properties:");
+                    for (k, v) in props {
+                        println!("  {k} = {v}");
+                    }
+                }
+            }
+        }
+        Command::Checkpoint { table } => {
+            let t = Table::at(&table)?;
+            let cp = t.checkpoint().await?;
+            println!(
+                "checkpoint written at version {} ({} actions, {} bytes)",
+                cp.version,
+                cp.size,
+                cp.size_in_bytes.unwrap_or(0)
+            );
+        }
+    }
+    Ok(())
+}
