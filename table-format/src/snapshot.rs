@@ -140,16 +140,19 @@ impl Snapshot {
     async fn from_segment(store: &TableStore, segment: &LogSegment) -> Result<Snapshot> {
         let mut state = ReplayState::default();
         // Checkpoint parts first, then the commits after them.
-        let parts: Vec<Vec<Action>> = futures::stream::iter(segment.checkpoint_files.iter())
-            .map(|f| async move {
-                let path = store.log_path(&f.name);
-                let data = store.get_opt(&path).await?.ok_or_else(|| {
-                    Error::corrupt(&f.name, "checkpoint file disappeared while loading")
-                })?;
-                let name = f.name.clone();
-                tokio::task::spawn_blocking(move || read_checkpoint_actions(data, &name))
-                    .await
-                    .map_err(|e| Error::Task(e.to_string()))?
+        let parts: Vec<Vec<Action>> = futures::stream::iter(segment.checkpoint_files.clone())
+            .map(|f: ListedFile| {
+                let store = store.clone();
+                async move {
+                    let path = store.log_path(&f.name);
+                    let data = store.get_opt(&path).await?.ok_or_else(|| {
+                        Error::corrupt(&f.name, "checkpoint file disappeared while loading")
+                    })?;
+                    let name = f.name.clone();
+                    tokio::task::spawn_blocking(move || read_checkpoint_actions(data, &name))
+                        .await
+                        .map_err(|e| Error::Task(e.to_string()))?
+                }
             })
             .buffered(4)
             .try_collect()
@@ -538,14 +541,17 @@ pub async fn read_commits(
     store: &TableStore,
     commits: &[(i64, ListedFile)],
 ) -> Result<Vec<(i64, ListedFile, Vec<Action>)>> {
-    futures::stream::iter(commits.iter().cloned())
-        .map(|(v, f)| async move {
-            let data = store
-                .get_opt(&store.log_path(&f.name))
-                .await?
-                .ok_or_else(|| Error::corrupt(&f.name, "commit file disappeared while loading"))?;
-            let actions = log::parse_commit(&data, &f.name)?;
-            Ok::<_, Error>((v, f, actions))
+    futures::stream::iter(commits.to_vec())
+        .map(|(v, f): (i64, ListedFile)| {
+            let store = store.clone();
+            async move {
+                let data = store
+                    .get_opt(&store.log_path(&f.name))
+                    .await?
+                    .ok_or_else(|| Error::corrupt(&f.name, "commit file disappeared while loading"))?;
+                let actions = log::parse_commit(&data, &f.name)?;
+                Ok::<_, Error>((v, f, actions))
+            }
         })
         .buffered(LOG_READ_CONCURRENCY)
         .try_collect()
