@@ -15,7 +15,11 @@ use serde_json::json;
 use shoal_format::{SaveMode, SchemaMode, Snapshot, Table};
 
 #[derive(Parser)]
-#[command(name = "shoal", version, about = "Shoal: Delta-compatible lakehouse tables")]
+#[command(
+    name = "shoal",
+    version,
+    about = "Shoal: Delta-compatible lakehouse tables"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,7 +125,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -138,12 +145,17 @@ fn main() -> ExitCode {
 }
 
 fn parse_timestamp(s: &str) -> Result<i64> {
-    let t = chrono::DateTime::parse_from_rfc3339(s)
-        .with_context(|| format!("`{s}` is not an RFC 3339 timestamp (e.g. 2024-01-01T00:00:00Z)"))?;
+    let t = chrono::DateTime::parse_from_rfc3339(s).with_context(|| {
+        format!("`{s}` is not an RFC 3339 timestamp (e.g. 2024-01-01T00:00:00Z)")
+    })?;
     Ok(t.timestamp_millis())
 }
 
-async fn snapshot_of(table: &Table, version: Option<i64>, timestamp: Option<&str>) -> Result<Snapshot> {
+async fn snapshot_of(
+    table: &Table,
+    version: Option<i64>,
+    timestamp: Option<&str>,
+) -> Result<Snapshot> {
     Ok(match (version, timestamp) {
         (Some(v), _) => table.snapshot_at(v).await?,
         (None, Some(ts)) => table.snapshot_at_timestamp(parse_timestamp(ts)?).await?,
@@ -235,7 +247,8 @@ async fn run(cli: Cli) -> Result<()> {
             let mut stream = scan.execute()?;
             let mut out: Box<dyn Write + Send> = match &output {
                 Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p).with_context(|| format!("cannot create `{}`", p.display()))?,
+                    std::fs::File::create(p)
+                        .with_context(|| format!("cannot create `{}`", p.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout())),
             };
@@ -248,7 +261,9 @@ async fn run(cli: Cli) -> Result<()> {
                     eprintln!("{rows} row(s)");
                 }
                 FormatArg::Csv => {
-                    let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(out);
+                    let mut w = arrow::csv::WriterBuilder::new()
+                        .with_header(true)
+                        .build(out);
                     while let Some(b) = stream.try_next().await? {
                         w.write(&b)?;
                     }
@@ -282,7 +297,10 @@ async fn run(cli: Cli) -> Result<()> {
                     println!("{}", serde_json::Value::Object(ci));
                 }
             } else {
-                println!("{:>8}  {:<24}  {:<22}  parameters / metrics", "version", "timestamp", "operation");
+                println!(
+                    "{:>8}  {:<24}  {:<22}  parameters / metrics",
+                    "version", "timestamp", "operation"
+                );
                 for e in entries {
                     let ts = chrono::DateTime::from_timestamp_millis(e.timestamp)
                         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -364,17 +382,33 @@ async fn run(cli: Cli) -> Result<()> {
                         .map(|f| format!(", writer features {}", f.join(",")))
                         .unwrap_or_default()
                 );
-                println!("partitioned: {}", if snap.partition_columns().is_empty() { "no".to_string() } else { snap.partition_columns().join(", ") });
+                println!(
+                    "partitioned: {}",
+                    if snap.partition_columns().is_empty() {
+                        "no".to_string()
+                    } else {
+                        snap.partition_columns().join(", ")
+                    }
+                );
                 println!("files:       {}", snap.num_files());
                 println!("size:        {bytes} bytes");
-                println!("rows:        {}", rows.map(|r| r.to_string()).unwrap_or_else(|| "unknown (files without stats)".into()));
+                println!(
+                    "rows:        {}",
+                    rows.map(|r| r.to_string())
+                        .unwrap_or_else(|| "unknown (files without stats)".into())
+                );
                 println!("schema:");
                 for f in &snap.schema().fields {
                     let ty = f
                         .data_type
                         .primitive_name()
                         .unwrap_or_else(|| serde_json::to_string(&f.data_type).unwrap_or_default());
-                    println!("  {:<24} {}{}", f.name, ty, if f.nullable { "" } else { " not null" });
+                    println!(
+                        "  {:<24} {}{}",
+                        f.name,
+                        ty,
+                        if f.nullable { "" } else { " not null" }
+                    );
                 }
                 if !props.is_empty() {
                     println!("properties:");

@@ -6,7 +6,11 @@ use anyhow::Result;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "shoal-compactor", version, about = "Compaction service for Shoal tables")]
+#[command(
+    name = "shoal-compactor",
+    version,
+    about = "Compaction service for Shoal tables"
+)]
 struct Args {
     /// Run one pass over these tables and exit.
     #[arg(long)]
@@ -17,7 +21,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     if !args.once {
         anyhow::bail!("only --once is available in this version");

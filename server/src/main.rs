@@ -39,7 +39,11 @@ fn router(state: AppState) -> Router {
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 async fn list_tables(State(state): State<AppState>) -> Response {
@@ -64,7 +68,11 @@ fn valid_name(name: &str) -> bool {
 
 async fn describe_table(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     if !valid_name(&name) {
-        return error(StatusCode::BAD_REQUEST, "invalid_name", format!("invalid table name `{name}`"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_name",
+            format!("invalid table name `{name}`"),
+        );
     }
     let path = state.warehouse.join(&name);
     let table = match shoal_format::Table::at(&path.to_string_lossy()) {
@@ -85,9 +93,11 @@ async fn describe_table(State(state): State<AppState>, Path(name): Path<String>)
             }))
             .into_response()
         }
-        Err(shoal_format::Error::TableNotFound(_)) => {
-            error(StatusCode::NOT_FOUND, "not_found", format!("no table `{name}`"))
-        }
+        Err(shoal_format::Error::TableNotFound(_)) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no table `{name}`"),
+        ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }
@@ -107,10 +117,15 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, warehouse = %args.warehouse.display(), "shoal-server ready");
-    axum::serve(listener, router(AppState { warehouse: args.warehouse }))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router(AppState {
+            warehouse: args.warehouse,
+        }),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

@@ -548,7 +548,9 @@ pub async fn read_commits(
                 let data = store
                     .get_opt(&store.log_path(&f.name))
                     .await?
-                    .ok_or_else(|| Error::corrupt(&f.name, "commit file disappeared while loading"))?;
+                    .ok_or_else(|| {
+                        Error::corrupt(&f.name, "commit file disappeared while loading")
+                    })?;
                 let actions = log::parse_commit(&data, &f.name)?;
                 Ok::<_, Error>((v, f, actions))
             }

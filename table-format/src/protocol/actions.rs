@@ -56,6 +56,9 @@ pub struct Metadata {
     pub description: Option<String>,
     #[serde(default)]
     pub format: Format,
+    /// Empty when a writer omitted it (seen in the wild); such a table is unreadable
+    /// until a later `metaData` sets a schema.
+    #[serde(default)]
     pub schema_string: String,
     #[serde(default)]
     pub partition_columns: Vec<String>,

@@ -108,12 +108,14 @@ pub fn serialize_value(array: &dyn Array, row: usize, dt: &DataType) -> Result<O
         ArrowType::Float64 => array.as_primitive::<Float64Type>().value(row).to_string(),
         ArrowType::Boolean => array.as_boolean().value(row).to_string(),
         ArrowType::Utf8 => array.as_string::<i32>().value(row).to_string(),
-        ArrowType::Binary => array
-            .as_binary::<i32>()
-            .value(row)
-            .iter()
-            .map(|b| char::from(*b))
-            .collect(),
+        ArrowType::Binary => {
+            let bytes = array.as_binary::<i32>().value(row);
+            String::from_utf8(bytes.to_vec()).map_err(|_| {
+                Error::InvalidArgument(
+                    "binary partition values must be valid UTF-8 to be stored in the log".into(),
+                )
+            })?
+        }
         ArrowType::Date32 => {
             let days = array.as_primitive::<Date32Type>().value(row);
             format_date(days)
@@ -193,11 +195,9 @@ pub fn parse_value(
         return Ok(arrow::array::new_null_array(target, 1));
     };
     if matches!(dt, DataType::Binary) {
-        let bytes: Vec<u8> = v
-            .chars()
-            .map(|c| u8::try_from(u32::from(c)).map_err(|_| bad(format!("`{v}` is not binary"))))
-            .collect::<Result<_>>()?;
-        return Ok(Arc::new(BinaryArray::from_vec(vec![bytes.as_slice()])));
+        // Writers store the bytes as a (UTF-8) string; `\u0001\u0002` style escapes are
+        // the same bytes.
+        return Ok(Arc::new(BinaryArray::from_vec(vec![v.as_bytes()])));
     }
     let strings: ArrayRef = Arc::new(StringArray::from(vec![v]));
     let opts = arrow::compute::CastOptions {

@@ -54,8 +54,8 @@ const EVENTS: [&str; 8] = [
     "refund",
 ];
 const COUNTRIES: [&str; 20] = [
-    "US", "GB", "DE", "FR", "ES", "IT", "NL", "SE", "PL", "BR", "MX", "AR", "CA", "JP", "KR",
-    "CN", "IN", "AU", "ZA", "XX",
+    "US", "GB", "DE", "FR", "ES", "IT", "NL", "SE", "PL", "BR", "MX", "AR", "CA", "JP", "KR", "CN",
+    "IN", "AU", "ZA", "XX",
 ];
 
 /// splitmix64 finaliser (wrapping arithmetic).
@@ -368,7 +368,11 @@ fn snapshot_rows(snap: &Snapshot) -> Option<i64> {
 
 /// Scans the whole snapshot and checks that it holds exactly ids `0..n`, each row equal
 /// to the generated one. Returns (ok, rows seen, first problem).
-async fn verify_contents(table: &Table, snap: Snapshot, n: i64) -> Result<(bool, i64, Option<String>)> {
+async fn verify_contents(
+    table: &Table,
+    snap: Snapshot,
+    n: i64,
+) -> Result<(bool, i64, Option<String>)> {
     let mut stream = table.scan(snap).with_batch_size(64 * 1024).execute()?;
     let mut seen = vec![false; n.max(0) as usize];
     let mut rows = 0i64;
@@ -380,7 +384,10 @@ async fn verify_contents(table: &Table, snap: Snapshot, n: i64) -> Result<(bool,
             continue;
         }
         if batch.schema().fields() != schema.fields() {
-            problem = Some(format!("scan schema {:?} differs from the written one", batch.schema()));
+            problem = Some(format!(
+                "scan schema {:?} differs from the written one",
+                batch.schema()
+            ));
             continue;
         }
         let ids = batch.column(0).as_primitive::<Int64Type>();
@@ -406,7 +413,10 @@ async fn verify_contents(table: &Table, snap: Snapshot, n: i64) -> Result<(bool,
         let expected = events_for_ids(ids.values(), SEED);
         for (c, field) in schema.fields().iter().enumerate() {
             if batch.column(c).to_data() != expected.column(c).to_data() {
-                problem = Some(format!("column `{}` differs from the generated rows", field.name()));
+                problem = Some(format!(
+                    "column `{}` differs from the generated rows",
+                    field.name()
+                ));
                 break;
             }
         }
@@ -467,7 +477,11 @@ async fn w1_bulk_append(cfg: &Config) -> Result<()> {
         problems.push(format!("stats say {rows} rows, expected {expected_rows}"));
     }
     if snap.version() != commits as i64 - 1 {
-        problems.push(format!("version {}, expected {}", snap.version(), commits - 1));
+        problems.push(format!(
+            "version {}, expected {}",
+            snap.version(),
+            commits - 1
+        ));
     }
     let files = snap.num_files();
     let version = snap.version();
@@ -552,7 +566,9 @@ async fn w2_stream_append(cfg: &Config) -> Result<()> {
     let st_rows = snapshot_rows(&latest).unwrap_or(-1);
     let expected_rows = (commits * rows) as i64;
     if st_rows != expected_rows {
-        problems.push(format!("stats say {st_rows} rows, expected {expected_rows}"));
+        problems.push(format!(
+            "stats say {st_rows} rows, expected {expected_rows}"
+        ));
     }
     if latest.version() != commits as i64 {
         problems.push(format!("version {}, expected {commits}", latest.version()));
@@ -566,7 +582,10 @@ async fn w2_stream_append(cfg: &Config) -> Result<()> {
             latest.num_files()
         ));
     }
-    let (mid_lo, mid_hi) = (commit_ts[mid_version as usize], commit_ts[mid_version as usize + 1]);
+    let (mid_lo, mid_hi) = (
+        commit_ts[mid_version as usize],
+        commit_ts[mid_version as usize + 1],
+    );
     if !(mid_lo <= mid_ts && mid_ts < mid_hi) {
         problems.push(format!(
             "middle timestamp {mid_ts} is not between commit {mid_version} ({mid_lo}) and the next ({mid_hi})"
@@ -638,7 +657,8 @@ async fn w3_open_latest(cfg: &Config) -> Result<()> {
         mid_ts: i64,
         rows_per_commit: i64,
     ) -> Result<bool> {
-        let (seconds, runs, snap) = median_time(5, || async { Ok(table.snapshot().await?) }).await?;
+        let (seconds, runs, snap) =
+            median_time(5, || async { Ok(table.snapshot().await?) }).await?;
         let ok_latest = snap.version() == latest_version
             && snap.checkpoint_version() == has_checkpoint.then_some(latest_version);
         emit(
@@ -676,8 +696,10 @@ async fn w3_open_latest(cfg: &Config) -> Result<()> {
         );
         drop(snap);
 
-        let (seconds, runs, snap) =
-            median_time(5, || async { Ok(table.snapshot_at_timestamp(mid_ts).await?) }).await?;
+        let (seconds, runs, snap) = median_time(5, || async {
+            Ok(table.snapshot_at_timestamp(mid_ts).await?)
+        })
+        .await?;
         let rows = snapshot_rows(&snap);
         let ok_ts = snap.version() == mid_version && rows == Some(mid_version * rows_per_commit);
         emit(
@@ -833,7 +855,7 @@ fn meta_record(cfg: &Config) -> Value {
     })
 }
 
-fn run_all(cfg: &Config, steps: &[String], out: Option<&Path>, clean: bool) -> Result<i32> {
+fn run_all(cfg: &Config, steps: &[String], out: Option<&Path>, clean: bool) -> Result<u8> {
     std::fs::create_dir_all(&cfg.root)
         .with_context(|| format!("creating {}", cfg.root.display()))?;
     if clean {
@@ -946,7 +968,17 @@ fn run_all(cfg: &Config, steps: &[String], out: Option<&Path>, clean: bool) -> R
     Ok(if failures > 0 { 1 } else { 0 })
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main() -> Result<u8> {
     let args = Args::parse();
     if !(args.scale > 0.0 && args.scale.is_finite()) {
         bail!("--scale must be a positive number");
@@ -961,7 +993,7 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?;
         rt.block_on(run_step(&cfg, step))?;
-        return Ok(());
+        return Ok(0);
     }
     let steps: Vec<String> = match &args.only {
         Some(s) => s
@@ -972,8 +1004,7 @@ fn main() -> Result<()> {
             .collect(),
         None => STEPS.iter().map(|s| s.to_string()).collect(),
     };
-    let code = run_all(&cfg, &steps, args.out.as_deref(), args.clean)?;
-    std::process::exit(code);
+    run_all(&cfg, &steps, args.out.as_deref(), args.clean)
 }
 
 #[cfg(test)]
@@ -985,15 +1016,55 @@ mod tests {
     fn rows_match_the_python_reference() {
         let expect: [(u64, i64, i64, i64, &str, &str, f64); 10] = [
             (42, 0, 136505, 1704067200001049, "view", "IT", 5023.01),
-            (42, 1, 206100, 1704067200001633, "add_to_cart", "PL", 9544.98),
+            (
+                42,
+                1,
+                206100,
+                1704067200001633,
+                "add_to_cart",
+                "PL",
+                9544.98,
+            ),
             (42, 2, 272372, 1704067200003156, "refund", "BR", 9051.98),
-            (42, 12345, 480507, 1704067212345661, "checkout", "NL", 129.52),
+            (
+                42,
+                12345,
+                480507,
+                1704067212345661,
+                "checkout",
+                "NL",
+                129.52,
+            ),
             (42, 9999999, 886897, 1704077200000962, "view", "CN", 8408.13),
             (43, 0, 304076, 1704067200000445, "purchase", "CN", 9180.97),
-            (43, 1, 184110, 1704067200002574, "remove_from_cart", "NL", 2996.33),
+            (
+                43,
+                1,
+                184110,
+                1704067200002574,
+                "remove_from_cart",
+                "NL",
+                2996.33,
+            ),
             (43, 2, 741630, 1704067200003477, "purchase", "XX", 9694.56),
-            (43, 12345, 727547, 1704067212345273, "checkout", "IT", 2921.36),
-            (43, 9999999, 507097, 1704077200000787, "purchase", "BR", 8093.37),
+            (
+                43,
+                12345,
+                727547,
+                1704067212345273,
+                "checkout",
+                "IT",
+                2921.36,
+            ),
+            (
+                43,
+                9999999,
+                507097,
+                1704077200000787,
+                "purchase",
+                "BR",
+                8093.37,
+            ),
         ];
         for (seed, id, user, ts, ev, co, amount) in expect {
             let b = events_for_ids(&[id], seed);
@@ -1007,9 +1078,17 @@ mod tests {
             );
             assert_eq!(b.column(3).as_string::<i32>().value(0), ev);
             assert_eq!(b.column(4).as_string::<i32>().value(0), co);
-            assert_eq!(b.column(5).as_primitive::<arrow::datatypes::Float64Type>().value(0), amount);
+            assert_eq!(
+                b.column(5)
+                    .as_primitive::<arrow::datatypes::Float64Type>()
+                    .value(0),
+                amount
+            );
         }
-        assert_eq!(lookup_user_ids(5), vec![112766, 165232, 533380, 579439, 736864]);
+        assert_eq!(
+            lookup_user_ids(5),
+            vec![112766, 165232, 533380, 579439, 736864]
+        );
     }
 
     #[test]
@@ -1023,9 +1102,15 @@ mod tests {
 
     #[test]
     fn scale_rounds_half_to_even() {
-        let cfg = Config { root: PathBuf::new(), scale: 0.00125 };
+        let cfg = Config {
+            root: PathBuf::new(),
+            scale: 0.00125,
+        };
         assert_eq!(cfg.w2_commits(), 10); // max(10, round(2.5) = 2)
-        let cfg = Config { root: PathBuf::new(), scale: 0.01 };
+        let cfg = Config {
+            root: PathBuf::new(),
+            scale: 0.01,
+        };
         assert_eq!(cfg.w1_rows_per_commit(), 10_000);
         assert_eq!(cfg.w2_commits(), 20);
     }
