@@ -125,8 +125,12 @@ fn batch(i: i64, with_note: bool) -> RecordBatch {
         Arc::new(Int64Array::from(ids.clone())),
         Arc::new(StringArray::from(countries)),
         Arc::new(
-            TimestampMicrosecondArray::from(ids.iter().map(|x| 1_700_000_000_000_000 + x).collect::<Vec<_>>())
-                .with_timezone("UTC"),
+            TimestampMicrosecondArray::from(
+                ids.iter()
+                    .map(|x| 1_700_000_000_000_000 + x)
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
         ),
     ];
     if with_note {
@@ -170,9 +174,17 @@ fn delta_rs_reads_every_version_shoal_writes() {
         }
         let snap = t.snapshot().await.unwrap();
         assert_eq!(snap.version(), 27);
-        assert_eq!(snap.checkpoint_version(), Some(20), "automatic checkpoints every 10 commits");
+        assert_eq!(
+            snap.checkpoint_version(),
+            Some(20),
+            "automatic checkpoints every 10 commits"
+        );
     });
-    run_python(&py, DUMP, &[table.to_str().unwrap(), dumps.to_str().unwrap()]);
+    run_python(
+        &py,
+        DUMP,
+        &[table.to_str().unwrap(), dumps.to_str().unwrap()],
+    );
     compare_versions(&table, &dumps, 27);
 }
 
@@ -184,7 +196,11 @@ fn shoal_reads_every_version_delta_rs_writes() {
     let dumps = dir.path().join("dumps");
     std::fs::create_dir_all(&dumps).unwrap();
     run_python(&py, WRITE, &[table.to_str().unwrap()]);
-    run_python(&py, DUMP, &[table.to_str().unwrap(), dumps.to_str().unwrap()]);
+    run_python(
+        &py,
+        DUMP,
+        &[table.to_str().unwrap(), dumps.to_str().unwrap()],
+    );
     compare_versions(&table, &dumps, 15);
     // And Shoal can keep writing to it.
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -196,7 +212,11 @@ fn shoal_reads_every_version_delta_rs_writes() {
         assert_eq!(again.checkpoint_version(), Some(snap.version()));
         assert_eq!(again.num_files(), snap.num_files());
     });
-    run_python(&py, DUMP, &[table.to_str().unwrap(), dumps.to_str().unwrap()]);
+    run_python(
+        &py,
+        DUMP,
+        &[table.to_str().unwrap(), dumps.to_str().unwrap()],
+    );
 }
 
 #[allow(dead_code)]

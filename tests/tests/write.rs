@@ -50,7 +50,10 @@ async fn concurrent_appends(t: Table, writers: i64, per_writer: i64) {
         tasks.push(tokio::spawn(async move {
             for k in 0..per_writer {
                 let start = 1 + (w * per_writer + k) * 10;
-                t.write(vec![batch(start..start + 10)]).execute().await.unwrap();
+                t.write(vec![batch(start..start + 10)])
+                    .execute()
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -58,7 +61,11 @@ async fn concurrent_appends(t: Table, writers: i64, per_writer: i64) {
         task.await.unwrap();
     }
     let snap = t.snapshot().await.unwrap();
-    assert_eq!(snap.version(), writers * per_writer, "gapless versions, one per append");
+    assert_eq!(
+        snap.version(),
+        writers * per_writer,
+        "gapless versions, one per append"
+    );
     let ids = all_ids(&t).await;
     let expected: Vec<i64> = (0..1 + writers * per_writer * 10).collect();
     assert_eq!(ids, expected, "every append lands exactly once");
@@ -84,15 +91,33 @@ async fn concurrent_appends_in_memory() {
 async fn idempotent_app_transactions() {
     let dir = tempfile::tempdir().unwrap();
     let t = Table::at(dir.path().join("t").to_str().unwrap()).unwrap();
-    let r = t.write(vec![batch(0..5)]).with_app_transaction("sink", 1).execute().await.unwrap();
+    let r = t
+        .write(vec![batch(0..5)])
+        .with_app_transaction("sink", 1)
+        .execute()
+        .await
+        .unwrap();
     assert!(!r.already_applied);
-    let r = t.write(vec![batch(0..5)]).with_app_transaction("sink", 1).execute().await.unwrap();
+    let r = t
+        .write(vec![batch(0..5)])
+        .with_app_transaction("sink", 1)
+        .execute()
+        .await
+        .unwrap();
     assert!(r.already_applied);
     assert_eq!(r.version, 0);
-    let r = t.write(vec![batch(5..6)]).with_app_transaction("sink", 2).execute().await.unwrap();
+    let r = t
+        .write(vec![batch(5..6)])
+        .with_app_transaction("sink", 2)
+        .execute()
+        .await
+        .unwrap();
     assert_eq!(r.version, 1);
     assert_eq!(all_ids(&t).await, (0..6).collect::<Vec<_>>());
-    assert_eq!(t.snapshot().await.unwrap().app_transaction_version("sink"), Some(2));
+    assert_eq!(
+        t.snapshot().await.unwrap().app_transaction_version("sink"),
+        Some(2)
+    );
 }
 
 #[tokio::test]
@@ -107,14 +132,20 @@ async fn rejected_writes_commit_nothing() {
     )
     .unwrap();
     let err = t.write(vec![bad]).execute().await.unwrap_err();
-    assert!(matches!(&err, Error::SchemaMismatch { column, .. } if column == "id"), "{err}");
+    assert!(
+        matches!(&err, Error::SchemaMismatch { column, .. } if column == "id"),
+        "{err}"
+    );
     // Unknown column without merge.
     let extra = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("amout", DataType::Int64, true),
         ])),
-        vec![Arc::new(Int64Array::from(vec![9])), Arc::new(Int64Array::from(vec![1]))],
+        vec![
+            Arc::new(Int64Array::from(vec![9])),
+            Arc::new(Int64Array::from(vec![1])),
+        ],
     )
     .unwrap();
     let err = t.write(vec![extra.clone()]).execute().await.unwrap_err();
@@ -126,7 +157,10 @@ async fn rejected_writes_commit_nothing() {
     )
     .unwrap();
     let err = t.write(vec![nulls]).execute().await.unwrap_err();
-    assert!(err.to_string().contains("`id`") && err.to_string().contains("null"), "{err}");
+    assert!(
+        err.to_string().contains("`id`") && err.to_string().contains("null"),
+        "{err}"
+    );
     let snap = t.snapshot().await.unwrap();
     assert_eq!(snap.version(), 0, "nothing committed");
     assert_eq!(all_ids(&t).await, vec![0, 1, 2]);
@@ -148,7 +182,11 @@ async fn overwrite_replaces_and_time_travel_keeps_history() {
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
     let between = chrono::Utc::now().timestamp_millis();
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
-    t.write(vec![batch(10..12)]).with_mode(SaveMode::Overwrite).execute().await.unwrap();
+    t.write(vec![batch(10..12)])
+        .with_mode(SaveMode::Overwrite)
+        .execute()
+        .await
+        .unwrap();
     assert_eq!(all_ids(&t).await, vec![10, 11]);
     let v0 = t.snapshot_at(0).await.unwrap();
     assert_eq!(v0.num_files(), 1);
@@ -174,10 +212,17 @@ async fn corrupt_log_missing_file_and_unsupported_protocol_are_clear_errors() {
     assert!(matches!(err, Error::MissingDataFile { .. }), "{err}");
     // Truncated commit JSON.
     let log = path.join("_delta_log");
-    std::fs::write(log.join("00000000000000000001.json"), b"{\"add\":{\"path\":").unwrap();
+    std::fs::write(
+        log.join("00000000000000000001.json"),
+        b"{\"add\":{\"path\":",
+    )
+    .unwrap();
     let err = t.snapshot().await.unwrap_err();
     assert!(matches!(err, Error::CorruptLog { .. }), "{err}");
-    assert!(err.to_string().contains("00000000000000000001.json"), "{err}");
+    assert!(
+        err.to_string().contains("00000000000000000001.json"),
+        "{err}"
+    );
     // Time travel before the damage still works.
     assert_eq!(t.snapshot_at(0).await.unwrap().version(), 0);
     // Unsupported protocol.
@@ -209,7 +254,11 @@ async fn checkpoint_replay_equals_log_replay() {
     let with_cp: Vec<String> = snap.files().iter().map(|f| f.path.clone()).collect();
     std::fs::remove_file(log.join("_last_checkpoint")).unwrap();
     let t2 = t.snapshot().await.unwrap();
-    assert_eq!(t2.checkpoint_version(), Some(10), "found without _last_checkpoint");
+    assert_eq!(
+        t2.checkpoint_version(),
+        Some(10),
+        "found without _last_checkpoint"
+    );
     std::fs::remove_file(log.join("00000000000000000010.checkpoint.parquet")).unwrap();
     let plain = t.snapshot().await.unwrap();
     assert_eq!(plain.checkpoint_version(), None);

@@ -43,6 +43,9 @@ impl Default for WriterOptions {
     }
 }
 
+/// Ordered (column, serialized value) pairs of one partition.
+type PartitionValues = Vec<(String, Option<String>)>;
+
 struct OpenFile {
     writer: ArrowWriter<Vec<u8>>,
     stats: StatsCollector,
@@ -208,10 +211,7 @@ impl DataWriter {
     }
 
     /// Splits a batch by partition values; returns (values, data-only batch) pairs.
-    fn split(
-        &self,
-        batch: &RecordBatch,
-    ) -> Result<Vec<(Vec<(String, Option<String>)>, RecordBatch)>> {
+    fn split(&self, batch: &RecordBatch) -> Result<Vec<(PartitionValues, RecordBatch)>> {
         let data = batch.project(&self.data_indices)?;
         let data = RecordBatch::try_new(self.data_schema.clone(), data.columns().to_vec())?;
         if self.partitions.is_empty() {
