@@ -151,7 +151,6 @@ impl ScanBuilder {
             Some(limit) => {
                 let mut remaining = limit;
                 stream
-                    .try_take_while(move |_| futures::future::ready(Ok(true)))
                     .try_filter_map(move |b: RecordBatch| {
                         let out = if remaining == 0 {
                             None

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -105,9 +105,4 @@ pub fn column_names(batches: &[RecordBatch]) -> Vec<String> {
 /// Total rows.
 pub fn num_rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
-}
-
-/// Keeps `Array` in scope for callers' convenience.
-pub fn is_empty(a: &dyn Array) -> bool {
-    a.is_empty()
 }

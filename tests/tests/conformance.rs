@@ -1,8 +1,6 @@
 //! Conformance: every DAT case and every spark-tables table at every version, against
 //! the expected rows in ../shared/conformance.
 
-use std::path::Path;
-
 use shoal_format::{Error, Table};
 use shoal_tests::{canonical_rows, column_names, read_parquet, require_shared};
 
@@ -178,9 +176,4 @@ async fn spark_tables_match_delta_rs_or_refuse_by_feature() {
         eprintln!("  {r}");
     }
     assert!(matched > 50, "only {matched} versions matched");
-}
-
-#[allow(dead_code)]
-fn exists(p: &Path) -> bool {
-    p.exists()
 }

@@ -2,7 +2,7 @@
 //! table Shoal writes reads identically in delta-rs, and every version of a table
 //! delta-rs writes reads identically in Shoal.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -218,6 +218,3 @@ fn shoal_reads_every_version_delta_rs_writes() {
         &[table.to_str().unwrap(), dumps.to_str().unwrap()],
     );
 }
-
-#[allow(dead_code)]
-fn unused(_: PathBuf) {}

@@ -288,45 +288,40 @@ impl WriteBuilder {
             SaveMode::Append => "Append",
             SaveMode::Overwrite => "Overwrite",
         };
-        let result = match &base {
+        // One commit path for both cases; only the base and the read set differ.
+        let txn = match &base {
             Some(snap) => {
                 let read = ReadSet {
                     whole_table: self.mode == SaveMode::Overwrite,
                     ..Default::default()
                 };
-                let mut txn = Transaction::new(snap, "WRITE")
+                let txn = Transaction::new(snap, "WRITE")
                     .with_read_set(read)
-                    .with_auto_checkpoint(self.auto_checkpoint);
-                if self.mode == SaveMode::Append
+                    .with_parameter("mode", mode_name)
+                    .with_metric("numRemovedFiles", removed);
+                let blind = self.mode == SaveMode::Append
                     && actions
                         .iter()
-                        .all(|a| matches!(a, Action::Add(_) | Action::Txn(_)))
-                {
-                    txn = txn.blind_append();
+                        .all(|a| matches!(a, Action::Add(_) | Action::Txn(_)));
+                if blind {
+                    txn.blind_append()
+                } else {
+                    txn
                 }
-                txn.with_parameter("mode", mode_name)
-                    .with_parameter("partitionBy", serde_json::to_string(&partition_columns)?)
-                    .with_metric("numFiles", files_added)
-                    .with_metric("numOutputRows", rows)
-                    .with_metric("numOutputBytes", bytes_added)
-                    .with_metric("numRemovedFiles", removed)
-                    .with_actions(actions)
-                    .commit()
-                    .await
             }
             None => {
-                Transaction::create(&self.store, "WRITE")
-                    .with_auto_checkpoint(self.auto_checkpoint)
-                    .with_parameter("mode", "ErrorIfExists")
-                    .with_parameter("partitionBy", serde_json::to_string(&partition_columns)?)
-                    .with_metric("numFiles", files_added)
-                    .with_metric("numOutputRows", rows)
-                    .with_metric("numOutputBytes", bytes_added)
-                    .with_actions(actions)
-                    .commit()
-                    .await
+                Transaction::create(&self.store, "WRITE").with_parameter("mode", "ErrorIfExists")
             }
         };
+        let result = txn
+            .with_auto_checkpoint(self.auto_checkpoint)
+            .with_parameter("partitionBy", serde_json::to_string(&partition_columns)?)
+            .with_metric("numFiles", files_added)
+            .with_metric("numOutputRows", rows)
+            .with_metric("numOutputBytes", bytes_added)
+            .with_actions(actions)
+            .commit()
+            .await;
         let committed = match result {
             Ok(c) => c,
             Err(e) => {
