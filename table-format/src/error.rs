@@ -112,6 +112,24 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("background task failed: {0}")]
     Task(String),
+    /// Expression text that cannot be parsed or uses unsupported syntax.
+    #[error("invalid expression: {0}")]
+    InvalidExpression(String),
+    /// An expression names a column the schema does not have.
+    #[error("unknown column `{column}`{}", did_you_mean(.suggestion.as_deref()))]
+    UnknownColumn {
+        column: String,
+        suggestion: Option<String>,
+    },
+    /// An expression is well-formed but its types do not fit together.
+    #[error("type error: {0}")]
+    ExpressionType(String),
+}
+
+fn did_you_mean(suggestion: Option<&str>) -> String {
+    suggestion
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default()
 }
 
 impl Error {

@@ -14,10 +14,11 @@
 //! ```
 //!
 //! Modules, lowest first (each imports only from those above it):
-//! `protocol` → `storage` → `log` → `snapshot` → `scan` / `write` → `transaction` →
+//! `protocol` → `storage` → `log` → `snapshot` → `expr` → `scan` / `write` → `transaction` →
 //! `ops` → `table`.
 
 pub mod error;
+pub mod expr;
 pub mod log;
 pub mod ops;
 pub mod protocol;

@@ -28,8 +28,10 @@ pub struct Snapshot {
     metadata: Metadata,
     schema: StructType,
     arrow_schema: SchemaRef,
-    files: Arc<HashMap<String, Arc<Add>>>,
-    tombstones: Arc<HashMap<String, Arc<Remove>>>,
+    /// Persistent maps: a snapshot derived by one commit shares all but the
+    /// changed entries with its parent, so commits cost O(changes), not O(files).
+    files: FileMap<Add>,
+    tombstones: FileMap<Remove>,
     txns: Arc<HashMap<String, Txn>>,
     domains: Arc<HashMap<String, DomainMetadata>>,
     /// Commit timestamp of this version (ms since the epoch).
@@ -38,13 +40,16 @@ pub struct Snapshot {
     checkpoint_version: Option<i64>,
 }
 
+/// Files (or tombstones) keyed by [`file_key`].
+pub type FileMap<T> = imbl::HashMap<String, Arc<T>>;
+
 /// The result of replaying actions in order. Pure.
 #[derive(Debug, Default, Clone)]
 pub struct ReplayState {
     pub protocol: Option<Protocol>,
     pub metadata: Option<Metadata>,
-    pub files: HashMap<String, Arc<Add>>,
-    pub tombstones: HashMap<String, Arc<Remove>>,
+    pub files: FileMap<Add>,
+    pub tombstones: FileMap<Remove>,
     pub txns: HashMap<String, Txn>,
     pub domains: HashMap<String, DomainMetadata>,
 }
@@ -115,7 +120,15 @@ impl Snapshot {
         let usable_hint = hint.filter(|h| version.is_none_or(|v| h.version <= v));
         let segment = match usable_hint {
             Some(h) => {
-                let listed = list_log(store, Some(&listing_offset(h.version))).await?;
+                let probed = if store.is_local() {
+                    probe_local_log(store, &h, version).await?
+                } else {
+                    None
+                };
+                let listed = match probed {
+                    Some(files) => files,
+                    None => list_log(store, Some(&listing_offset(h.version))).await?,
+                };
                 match log::select_segment(&listed, version, store.uri()) {
                     Ok(seg) if seg.checkpoint_version.is_some() => seg,
                     // The hint points at a checkpoint that is gone or incomplete.
@@ -215,8 +228,8 @@ impl Snapshot {
             metadata,
             schema,
             arrow_schema,
-            files: Arc::new(state.files),
-            tombstones: Arc::new(state.tombstones),
+            files: state.files,
+            tombstones: state.tombstones,
             txns: Arc::new(state.txns),
             domains: Arc::new(state.domains),
             timestamp,
@@ -247,19 +260,39 @@ impl Snapshot {
         let mut state = ReplayState {
             protocol: Some(self.protocol.clone()),
             metadata: Some(self.metadata.clone()),
-            files: (*self.files).clone(),
-            tombstones: (*self.tombstones).clone(),
+            files: self.files.clone(),
+            tombstones: self.tombstones.clone(),
             txns: (*self.txns).clone(),
             domains: (*self.domains).clone(),
         };
         state.apply(actions.iter().cloned());
-        Self::from_state(
-            self.store.clone(),
+        let changes_table = actions
+            .iter()
+            .any(|a| matches!(a, Action::Metadata(_) | Action::Protocol(_)));
+        if changes_table {
+            return Self::from_state(
+                self.store.clone(),
+                version,
+                state,
+                timestamp,
+                self.checkpoint_version,
+            );
+        }
+        // Same protocol and metadata: keep the parsed schema.
+        Ok(Snapshot {
+            store: self.store.clone(),
             version,
-            state,
+            protocol: self.protocol.clone(),
+            metadata: self.metadata.clone(),
+            schema: self.schema.clone(),
+            arrow_schema: self.arrow_schema.clone(),
+            files: state.files,
+            tombstones: state.tombstones,
+            txns: Arc::new(state.txns),
+            domains: Arc::new(state.domains),
             timestamp,
-            self.checkpoint_version,
-        )
+            checkpoint_version: self.checkpoint_version,
+        })
     }
 
     /// Catches up with commits made after this snapshot (reads only the new commits).
@@ -523,6 +556,63 @@ async fn read_last_checkpoint(store: &TableStore) -> Option<LastCheckpoint> {
 }
 
 /// Lists `_delta_log/` (optionally after a name) as [`ListedFile`]s, sorted by name.
+/// How many commits after a checkpoint are found by probing before falling back to
+/// a directory listing.
+const MAX_PROBES: i64 = 64;
+
+/// On a local store: the checkpoint named by `_last_checkpoint` and the commits after
+/// it, found by stat'ing names (versions are contiguous, so the first missing commit
+/// ends the log) instead of reading a directory that grows with the log. `None` when
+/// a file is missing or too many commits follow: the caller lists instead.
+async fn probe_local_log(
+    store: &TableStore,
+    hint: &LastCheckpoint,
+    target: Option<i64>,
+) -> Result<Option<Vec<ListedFile>>> {
+    let stat = |name: String| async move {
+        Ok::<_, Error>(
+            store
+                .head(&store.log_path(&name))
+                .await?
+                .map(|m| ListedFile {
+                    name,
+                    size: m.size,
+                    modified_ms: m.last_modified.timestamp_millis(),
+                }),
+        )
+    };
+    let parts = hint.parts.unwrap_or(1).max(1);
+    let mut out = Vec::new();
+    for i in 1..=parts {
+        let name = if parts == 1 {
+            log::checkpoint_name(hint.version)
+        } else {
+            format!(
+                "{:020}.checkpoint.{:010}.{:010}.parquet",
+                hint.version, i, parts
+            )
+        };
+        match stat(name).await? {
+            Some(f) => out.push(f),
+            None => return Ok(None),
+        }
+    }
+    let mut v = hint.version + 1;
+    loop {
+        if target.is_some_and(|t| v > t) {
+            return Ok(Some(out));
+        }
+        if v > hint.version + MAX_PROBES {
+            return Ok(None);
+        }
+        match stat(log::commit_name(v)).await? {
+            Some(f) => out.push(f),
+            None => return Ok(Some(out)),
+        }
+        v += 1;
+    }
+}
+
 pub async fn list_log(store: &TableStore, after: Option<&str>) -> Result<Vec<ListedFile>> {
     Ok(store
         .list_log(after)
@@ -575,17 +665,29 @@ pub async fn version_at_timestamp(store: &TableStore, timestamp_ms: i64) -> Resu
     if commits.is_empty() {
         return Err(Error::TableNotFound(store.uri().to_string()));
     }
-    let latest = Snapshot::load(store, None).await?;
-    let ict_from = if latest.in_commit_timestamps() {
-        Some(
-            latest
-                .metadata()
+    // In-commit timestamps, once enabled, are in every later commit: when the latest
+    // commit has none, they are off and file times decide (no snapshot needed).
+    let (last_v, last_f) = &commits[commits.len() - 1];
+    let last = read_commits(store, &[(*last_v, last_f.clone())]).await?;
+    let latest_has_ict = last.iter().any(|(_, _, actions)| {
+        actions.iter().any(|a| match a {
+            Action::CommitInfo(ci) => ci.in_commit_timestamp().is_some(),
+            _ => false,
+        })
+    });
+    let latest = if latest_has_ict {
+        Some(Snapshot::load(store, None).await?)
+    } else {
+        None
+    };
+    let ict_from = match &latest {
+        Some(l) if l.in_commit_timestamps() => Some(
+            l.metadata()
                 .property("delta.inCommitTimestampEnablementVersion")
                 .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(0),
-        )
-    } else {
-        None
+        ),
+        _ => None,
     };
     // Monotonic file-time timestamps for the commits before in-commit timestamps.
     let mut times: Vec<(i64, i64)> = Vec::with_capacity(commits.len());
@@ -618,7 +720,11 @@ pub async fn version_at_timestamp(store: &TableStore, timestamp_ms: i64) -> Resu
             let actions = read_commits(store, &[(*v, f.clone())]).await?;
             let t = actions
                 .first()
-                .and_then(|(_, _, a)| commit_timestamp(a, latest.metadata(), *v))
+                .and_then(|(_, _, a)| {
+                    latest
+                        .as_ref()
+                        .and_then(|l| commit_timestamp(a, l.metadata(), *v))
+                })
                 .unwrap_or(f.modified_ms);
             if t <= timestamp_ms {
                 lo = mid + 1;

@@ -18,6 +18,9 @@ pub struct TableStore {
     store: Arc<dyn ObjectStore>,
     root: Path,
     uri: String,
+    /// The table directory when the store is the local file system: log listings
+    /// then read the directory and stat only the entries they return.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for TableStore {
@@ -67,7 +70,9 @@ impl TableStore {
         };
         let abs = normalize(&abs);
         let root = Path::from_absolute_path(&abs).map_err(|e| bad(&e.to_string()))?;
-        Ok(Self::new(Arc::new(LocalFileSystem::new()), root, uri))
+        let mut store = Self::new(Arc::new(LocalFileSystem::new()), root, uri);
+        store.local_root = Some(abs);
+        Ok(store)
     }
 
     /// A table under `root` in an existing store.
@@ -76,6 +81,7 @@ impl TableStore {
             store,
             root,
             uri: uri.to_string(),
+            local_root: None,
         }
     }
 
@@ -164,6 +170,16 @@ impl TableStore {
     /// Lists `_delta_log/` entries whose names sort after `after` (a file name), sorted.
     /// Returns (file name, meta) pairs; names only, no subdirectories.
     pub async fn list_log(&self, after: Option<&str>) -> Result<Vec<(String, ObjectMeta)>> {
+        if let Some(root) = &self.local_root {
+            let dir = root.join("_delta_log");
+            let log_dir = self.log_dir();
+            let after = after.map(str::to_string);
+            return tokio::task::spawn_blocking(move || {
+                list_local_dir(&dir, &log_dir, after.as_deref())
+            })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
+        }
         let dir = self.log_dir();
         let stream = match after {
             Some(name) => self
@@ -187,6 +203,11 @@ impl TableStore {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// Whether the table lives on the local file system.
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
     }
 
     /// Lists every object under the table root (for vacuum-like tools and tests).
@@ -220,6 +241,60 @@ fn normalize(p: &std::path::Path) -> std::path::PathBuf {
         }
     }
     out
+}
+
+/// Lists the files of a local directory whose names sort after `after`, stat'ing only
+/// those. Staging files of in-flight writes (`name#n`) and hidden files are skipped.
+fn list_local_dir(
+    dir: &std::path::Path,
+    location: &Path,
+    after: Option<&str>,
+) -> Result<Vec<(String, ObjectMeta)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.starts_with('.') || name.contains('#') || after.is_some_and(|a| name.as_str() <= a)
+        {
+            continue;
+        }
+        names.push(name);
+    }
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let meta = match std::fs::metadata(dir.join(&name)) {
+            Ok(m) => m,
+            // Removed since the directory was read (log cleanup): not listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let modified: chrono::DateTime<chrono::Utc> = meta.modified()?.into();
+        let Ok(part) = object_store::path::PathPart::parse(&name) else {
+            continue;
+        };
+        out.push((
+            name.clone(),
+            ObjectMeta {
+                location: location.clone().join(part),
+                last_modified: modified,
+                size: meta.len(),
+                e_tag: None,
+                version: None,
+            },
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -25,10 +25,15 @@ fn python() -> Option<String> {
     }
 }
 
+/// Ends a script once its work is done: the interpreter's own teardown sometimes aborts
+/// inside delta-rs's native runtime ("terminate called without an active exception").
+const EXIT: &str =
+    "\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_sys.stderr.flush()\n_os._exit(0)\n";
+
 fn run_python(py: &str, script: &str, args: &[&str]) {
     let out = Command::new(py)
         .arg("-c")
-        .arg(script)
+        .arg(format!("{script}{EXIT}"))
         .args(args)
         .output()
         .expect("run python");

@@ -9,9 +9,14 @@ use arrow::compute::take_record_batch;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use bytes::Bytes;
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 use crate::protocol::partition::{encode_add_path, partition_dir, serialize_value};
@@ -30,6 +35,10 @@ pub struct WriterOptions {
     pub zstd_level: i32,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// A row group is also cut when this many bytes of Arrow data are pending.
+    pub row_group_max_arrow_bytes: usize,
+    /// Threads encoding the columns of one row group (0: one per core).
+    pub encode_threads: usize,
 }
 
 impl Default for WriterOptions {
@@ -38,7 +47,9 @@ impl Default for WriterOptions {
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
             num_indexed_cols: DEFAULT_NUM_INDEXED_COLS,
             zstd_level: 1,
-            row_group_rows: 1024 * 1024,
+            row_group_rows: 512 * 1024,
+            row_group_max_arrow_bytes: 256 * 1024 * 1024,
+            encode_threads: 0,
         }
     }
 }
@@ -46,11 +57,267 @@ impl Default for WriterOptions {
 /// Ordered (column, serialized value) pairs of one partition.
 type PartitionValues = Vec<(String, Option<String>)>;
 
+/// A data file being written: row groups already encoded into `writer`, full row
+/// groups waiting to be encoded together, and the batches of the row group being
+/// filled (Arrow data is reference counted: queuing a batch copies nothing).
 struct OpenFile {
-    writer: ArrowWriter<Vec<u8>>,
+    writer: SerializedFileWriter<Vec<u8>>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    full: Vec<Vec<RecordBatch>>,
+    full_rows: usize,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    pending_bytes: usize,
+    rows_written: usize,
+    row_groups: usize,
     stats: StatsCollector,
     values: Vec<(String, Option<String>)>,
     dir: String,
+}
+
+impl OpenFile {
+    /// Encoded bytes so far plus an estimate for the rows not yet encoded.
+    fn estimated_size(&self) -> u64 {
+        let written = self.writer.bytes_written() as u64;
+        let waiting = (self.pending_rows + self.full_rows) as u64;
+        let pending = if self.rows_written > 0 {
+            written * waiting / self.rows_written as u64
+        } else {
+            // Before the first row group: assume a 4:1 compression of the Arrow data.
+            let per_row = self.pending_bytes as u64 / self.pending_rows.max(1) as u64;
+            per_row * waiting / 4
+        };
+        written + pending
+    }
+
+    /// Closes the row group being filled.
+    fn seal(&mut self) {
+        if self.pending_rows > 0 {
+            self.full.push(std::mem::take(&mut self.pending));
+            self.full_rows += self.pending_rows;
+            self.pending_rows = 0;
+            self.pending_bytes = 0;
+        }
+    }
+
+    /// Encodes every full row group, their columns in parallel.
+    fn encode_full(&mut self, threads: usize) -> Result<()> {
+        if self.full.is_empty() {
+            return Ok(());
+        }
+        let groups = std::mem::take(&mut self.full);
+        let writers = (0..groups.len())
+            .map(|k| self.factory.create_column_writers(self.row_groups + k))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let encoded = encode_row_groups(&self.schema, writers, &groups, &mut self.stats, threads)?;
+        for chunks in encoded {
+            let mut rg = self.writer.next_row_group()?;
+            for chunk in chunks {
+                chunk.append_to_row_group(&mut rg)?;
+            }
+            rg.close()?;
+            self.row_groups += 1;
+        }
+        self.rows_written += self.full_rows;
+        self.full_rows = 0;
+        Ok(())
+    }
+
+    /// Queues a batch. Row groups are encoded once there is one per thread, so both
+    /// cores work on them at once.
+    fn push(&mut self, batch: RecordBatch, options: &WriterOptions, threads: usize) -> Result<()> {
+        let mut batch = batch;
+        loop {
+            let room = options
+                .row_group_rows
+                .saturating_sub(self.pending_rows)
+                .max(1);
+            let take = room.min(batch.num_rows());
+            let head = batch.slice(0, take);
+            self.pending_bytes += head.get_array_memory_size();
+            self.pending_rows += take;
+            self.pending.push(head);
+            if self.pending_rows >= options.row_group_rows
+                || self.pending_bytes >= options.row_group_max_arrow_bytes
+            {
+                self.seal();
+                if self.full.len() >= threads {
+                    self.encode_full(threads)?;
+                }
+            }
+            if take == batch.num_rows() {
+                return Ok(());
+            }
+            batch = batch.slice(take, batch.num_rows() - take);
+        }
+    }
+
+    /// Encodes everything queued.
+    fn flush(&mut self, threads: usize) -> Result<()> {
+        self.seal();
+        self.encode_full(threads)
+    }
+}
+
+/// One unit of encoding work: a top-level column of one row group with its leaf
+/// writers, or the statistics of all the row groups.
+enum Task {
+    Column {
+        group: usize,
+        index: usize,
+        writers: Vec<ArrowColumnWriter>,
+    },
+    Stats,
+}
+
+/// Encodes row groups on up to `threads` threads (the calling thread included) and
+/// returns each group's column chunks in schema order. Statistics are collected
+/// alongside.
+fn encode_row_groups(
+    schema: &SchemaRef,
+    writers: Vec<Vec<ArrowColumnWriter>>,
+    groups: &[Vec<RecordBatch>],
+    stats: &mut StatsCollector,
+    threads: usize,
+) -> Result<Vec<Vec<ArrowColumnChunk>>> {
+    let leaves: Vec<usize> = schema
+        .fields()
+        .iter()
+        .map(|f| count_leaves(f.data_type()))
+        .collect();
+    let mut tasks = Vec::new();
+    for (group, writers) in writers.into_iter().enumerate() {
+        let mut writers = writers.into_iter();
+        for (index, n) in leaves.iter().enumerate() {
+            let cost: usize = groups[group]
+                .iter()
+                .map(|b| b.column(index).get_array_memory_size())
+                .sum();
+            tasks.push((
+                cost,
+                Task::Column {
+                    group,
+                    index,
+                    writers: writers.by_ref().take(*n).collect(),
+                },
+            ));
+        }
+    }
+    // Largest columns first: the last task to finish is then a small one.
+    tasks.sort_by_key(|(cost, _)| std::cmp::Reverse(*cost));
+    let mut tasks: Vec<Task> = tasks.into_iter().map(|(_, t)| t).collect();
+    tasks.push(Task::Stats);
+    let n_tasks = tasks.len();
+    let queue = std::sync::Mutex::new(tasks.into_iter());
+    let stats_slot = std::sync::Mutex::new(stats);
+    type Encoded = (usize, usize, Vec<ArrowColumnChunk>);
+    let results: std::sync::Mutex<Vec<Encoded>> =
+        std::sync::Mutex::new(Vec::with_capacity(n_tasks));
+    let work = || -> Result<()> {
+        loop {
+            let next = queue.lock().map_err(poisoned)?.next();
+            let Some(task) = next else { return Ok(()) };
+            match task {
+                Task::Stats => {
+                    let mut stats = stats_slot.lock().map_err(poisoned)?;
+                    for b in groups.iter().flatten() {
+                        stats.update(b);
+                    }
+                }
+                Task::Column {
+                    group,
+                    index,
+                    mut writers,
+                } => {
+                    let field = schema.field(index);
+                    for b in &groups[group] {
+                        let leaves = compute_leaves(field, b.column(index))?;
+                        for (w, leaf) in writers.iter_mut().zip(&leaves) {
+                            w.write(leaf)?;
+                        }
+                    }
+                    let chunks = writers
+                        .into_iter()
+                        .map(|w| w.close())
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    results
+                        .lock()
+                        .map_err(poisoned)?
+                        .push((group, index, chunks));
+                }
+            }
+        }
+    };
+    let threads = threads.clamp(1, n_tasks);
+    std::thread::scope(|scope| -> Result<()> {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut outcome = work();
+        for h in helpers {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(Error::Task("a Parquet encoder thread panicked".into())));
+            if outcome.is_ok() {
+                outcome = r;
+            }
+        }
+        outcome
+    })?;
+    let mut results = results.into_inner().map_err(poisoned)?;
+    results.sort_by_key(|(g, i, _)| (*g, *i));
+    let mut out: Vec<Vec<ArrowColumnChunk>> = (0..groups.len()).map(|_| Vec::new()).collect();
+    for (g, _, chunks) in results {
+        out[g].extend(chunks);
+    }
+    Ok(out)
+}
+
+/// Top-level primitive columns whose first values are mostly distinct: dictionary
+/// encoding would only fill a dictionary to throw it away, so it is turned off.
+fn high_cardinality_columns(batch: &RecordBatch) -> Vec<String> {
+    const SAMPLE: usize = 16 * 1024;
+    let n = batch.num_rows().min(SAMPLE);
+    if n < 1024 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if count_leaves(field.data_type()) != 1 || field.data_type().is_nested() {
+            continue;
+        }
+        let sample = column.slice(0, n);
+        let Ok(converter) = RowConverter::new(vec![SortField::new(field.data_type().clone())])
+        else {
+            continue;
+        };
+        let Ok(rows) = converter.convert_columns(&[sample]) else {
+            continue;
+        };
+        let distinct: std::collections::HashSet<&[u8]> =
+            (0..rows.num_rows()).map(|i| rows.row(i).data()).collect();
+        if distinct.len() * 2 > n {
+            out.push(field.name().clone());
+        }
+    }
+    out
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
+    Error::Task("a Parquet encoder thread panicked".into())
+}
+
+/// Number of Parquet leaf columns an Arrow type maps to.
+fn count_leaves(dt: &arrow::datatypes::DataType) -> usize {
+    use arrow::datatypes::DataType as A;
+    match dt {
+        A::Struct(fields) => fields.iter().map(|f| count_leaves(f.data_type())).sum(),
+        A::List(f) | A::LargeList(f) | A::FixedSizeList(f, _) | A::ListView(f) => {
+            count_leaves(f.data_type())
+        }
+        A::Map(f, _) => count_leaves(f.data_type()),
+        A::Dictionary(_, v) => count_leaves(v),
+        _ => 1,
+    }
 }
 
 /// Writes batches (in the table's full Arrow schema) into data files.
@@ -126,18 +393,18 @@ impl DataWriter {
             let dir = partition_dir(&values);
             let file = match self.open.remove(&dir) {
                 Some(f) => f,
-                None => self.new_file(values, dir.clone())?,
+                None => self.new_file(values, dir.clone(), &part)?,
             };
+            let options = self.options.clone();
+            let threads = self.threads();
             let file = tokio::task::spawn_blocking(move || -> Result<OpenFile> {
                 let mut file = file;
-                file.writer.write(&part)?;
-                file.stats.update(&part);
+                file.push(part, &options, threads)?;
                 Ok(file)
             })
             .await
             .map_err(|e| Error::Task(e.to_string()))??;
-            let size = file.writer.bytes_written() + file.writer.in_progress_size();
-            if size as u64 >= self.options.target_file_size {
+            if file.estimated_size() >= self.options.target_file_size {
                 self.close(file).await?;
             } else {
                 self.open.insert(dir, file);
@@ -156,14 +423,42 @@ impl DataWriter {
         Ok(self.done)
     }
 
-    fn new_file(&mut self, values: Vec<(String, Option<String>)>, dir: String) -> Result<OpenFile> {
-        let writer = ArrowWriter::try_new(
-            Vec::new(),
-            self.data_schema.clone(),
-            Some(self.props.clone()),
-        )?;
+    fn threads(&self) -> usize {
+        if self.options.encode_threads > 0 {
+            self.options.encode_threads
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+
+    fn new_file(
+        &mut self,
+        values: Vec<(String, Option<String>)>,
+        dir: String,
+        first: &RecordBatch,
+    ) -> Result<OpenFile> {
+        let mut props = self.props.clone().into_builder();
+        for name in high_cardinality_columns(first) {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
+        }
+        // ArrowWriter sets up the file (schema, Arrow schema metadata); the row groups
+        // are then encoded column-parallel through the lower-level writers.
+        let (writer, factory) =
+            ArrowWriter::try_new(Vec::new(), self.data_schema.clone(), Some(props.build()))?
+                .into_serialized_writer()?;
         Ok(OpenFile {
             writer,
+            factory,
+            schema: self.data_schema.clone(),
+            full: Vec::new(),
+            full_rows: 0,
+            pending: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            rows_written: 0,
+            row_groups: 0,
             stats: StatsCollector::new(&self.data_schema, self.options.num_indexed_cols),
             values,
             dir,
@@ -171,13 +466,14 @@ impl DataWriter {
     }
 
     async fn close(&mut self, file: OpenFile) -> Result<()> {
-        let OpenFile {
-            writer,
-            stats,
-            values,
-            dir,
-        } = file;
-        let buf = tokio::task::spawn_blocking(move || writer.into_inner())
+        let threads = self.threads();
+        let (buf, stats, values, dir) =
+            tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, StatsCollector, _, String)> {
+                let mut file = file;
+                file.flush(threads)?;
+                let buf = file.writer.into_inner()?;
+                Ok((buf, file.stats, file.values, file.dir))
+            })
             .await
             .map_err(|e| Error::Task(e.to_string()))??;
         let name = format!(
