@@ -70,6 +70,26 @@ enum Command {
         /// Target data file size in bytes.
         #[arg(long)]
         target_file_size: Option<u64>,
+        /// With --mode overwrite: replace only the rows matching this predicate.
+        #[arg(long)]
+        replace_where: Option<String>,
+    },
+    /// Delete the rows matching a predicate (copy-on-write).
+    Delete {
+        table: String,
+        /// Rows to delete, e.g. "country = 'XX' AND ts < TIMESTAMP '2024-01-01 00:00:00'".
+        #[arg(long = "where")]
+        predicate: String,
+    },
+    /// Update the rows matching a predicate.
+    Update {
+        table: String,
+        /// An assignment `col = expr`; repeat for several columns.
+        #[arg(long = "set", required = true)]
+        assignments: Vec<String>,
+        /// Rows to update (every row when omitted).
+        #[arg(long = "where")]
+        predicate: Option<String>,
     },
     /// Read rows of a table, optionally at an older version or timestamp.
     Scan {
@@ -83,6 +103,12 @@ enum Command {
         columns: Option<Vec<String>>,
         #[arg(long)]
         limit: Option<usize>,
+        /// Only rows matching this predicate, e.g. "amount > 100 AND country IN ('NL', 'BE')".
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print the scan plan (files and row groups considered and skipped) to stderr.
+        #[arg(long)]
+        explain: bool,
         #[arg(long, value_enum, default_value = "table")]
         format: FormatArg,
         #[arg(long)]
@@ -175,6 +201,7 @@ async fn run(cli: Cli) -> Result<()> {
             app_version,
             properties,
             target_file_size,
+            replace_where,
         } => {
             let mut batches: Vec<RecordBatch> = Vec::new();
             for f in &files {
@@ -205,6 +232,9 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(size) = target_file_size {
                 w = w.with_target_file_size(size);
             }
+            if let Some(p) = replace_where {
+                w = w.with_replace_where(p);
+            }
             let r = w.execute().await?;
             if r.already_applied {
                 println!(
@@ -234,6 +264,8 @@ async fn run(cli: Cli) -> Result<()> {
             timestamp,
             columns,
             limit,
+            filter,
+            explain,
             format,
             output,
         } => {
@@ -243,8 +275,12 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(c) = &columns {
                 scan = scan.with_columns(c);
             }
+            if let Some(f) = &filter {
+                scan = scan.with_predicate(f)?;
+            }
             let schema = scan.schema()?;
-            let mut stream = scan.execute()?;
+            let (mut stream, metrics) = scan.execute_with_metrics()?;
+            let stream = &mut stream;
             let mut out: Box<dyn Write + Send> = match &output {
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p)
@@ -285,6 +321,72 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                     w.close()?;
                 }
+            }
+            if explain {
+                use shoal_format::scan::ScanMetrics as M;
+                eprintln!(
+                    "scan plan: filter {}\n  files: {} considered, {} skipped by partition values and statistics, {} read\n  row groups: {} in files read, {} skipped by statistics\n  rows: {} read, {} matched",
+                    filter.as_deref().unwrap_or("(none)"),
+                    M::get(&metrics.files_total),
+                    M::get(&metrics.files_skipped),
+                    M::get(&metrics.files_total) - M::get(&metrics.files_skipped),
+                    M::get(&metrics.row_groups_total),
+                    M::get(&metrics.row_groups_skipped),
+                    M::get(&metrics.rows_read),
+                    M::get(&metrics.rows_matched),
+                );
+            }
+        }
+        Command::Delete { table, predicate } => {
+            let t = Table::at(&table)?;
+            let r = t.delete().with_predicate(predicate).execute().await?;
+            if r.unchanged {
+                println!(
+                    "no row matched; nothing committed (table at version {})",
+                    r.version
+                );
+            } else {
+                println!(
+                    "committed version {}: {} row(s) deleted; {} file(s) removed ({} without reading), {} added, {} row(s) copied; {} file(s) skipped by statistics",
+                    r.version,
+                    r.rows_matched,
+                    r.files_removed,
+                    r.files_removed_unread,
+                    r.files_added,
+                    r.rows_copied,
+                    r.files_skipped
+                );
+            }
+        }
+        Command::Update {
+            table,
+            assignments,
+            predicate,
+        } => {
+            let t = Table::at(&table)?;
+            let mut u = t.update();
+            for a in assignments {
+                u = u.with_assignment(a);
+            }
+            if let Some(p) = predicate {
+                u = u.with_predicate(p);
+            }
+            let r = u.execute().await?;
+            if r.unchanged {
+                println!(
+                    "no row matched; nothing committed (table at version {})",
+                    r.version
+                );
+            } else {
+                println!(
+                    "committed version {}: {} row(s) updated; {} file(s) rewritten, {} added, {} row(s) copied; {} file(s) skipped by statistics",
+                    r.version,
+                    r.rows_matched,
+                    r.files_removed,
+                    r.files_added,
+                    r.rows_copied,
+                    r.files_skipped
+                );
             }
         }
         Command::History { table, limit, json } => {

@@ -2,19 +2,25 @@
 //! Files are read one after another (the next one's footer is prefetched), so memory
 //! stays bounded by a few row groups.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType as ArrowType, Field, Schema, SchemaRef, TimeUnit};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
-use tracing::debug;
+use parquet::schema::types::SchemaDescriptor;
+use serde_json::{Map, Value};
+use tracing::{debug, info};
 
 use crate::error::{Error, Result};
+use crate::expr::{bind_predicate, filter_batch, may_match, parse_predicate, BoundExpr, FileStats};
 use crate::protocol::conform::{conform_array, rename_array};
 use crate::protocol::features::ColumnMapping;
 use crate::protocol::partition::{decode_add_path, partition_array};
@@ -30,8 +36,45 @@ pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
 pub struct ScanBuilder {
     snapshot: Snapshot,
     columns: Option<Vec<String>>,
+    filter: Option<BoundExpr>,
+    files: Option<Vec<Arc<Add>>>,
     limit: Option<usize>,
     batch_size: usize,
+}
+
+/// Counters of one scan, filled while it runs (`shoal scan --explain`).
+#[derive(Debug, Default)]
+pub struct ScanMetrics {
+    pub files_total: AtomicU64,
+    /// Files skipped by partition values and file statistics.
+    pub files_skipped: AtomicU64,
+    pub row_groups_total: AtomicU64,
+    /// Row groups skipped by their Parquet statistics.
+    pub row_groups_skipped: AtomicU64,
+    /// Rows decoded from the files read.
+    pub rows_read: AtomicU64,
+    /// Rows returned after the filter (before the limit).
+    pub rows_matched: AtomicU64,
+}
+
+impl ScanMetrics {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The files a scan reads, after data skipping.
+#[derive(Debug, Clone)]
+pub struct ScanPlan {
+    pub files: Vec<Arc<Add>>,
+    pub files_total: usize,
+    pub files_skipped: usize,
+    /// Whether file statistics could be used (not with column mapping).
+    pub stats_used: bool,
 }
 
 /// What the scan of one column needs.
@@ -50,8 +93,42 @@ impl ScanBuilder {
         ScanBuilder {
             snapshot,
             columns: None,
+            filter: None,
+            files: None,
             limit: None,
             batch_size: 8192,
+        }
+    }
+
+    /// Only rows for which `predicate` (bound to this snapshot's schema) is TRUE.
+    pub fn with_filter(mut self, predicate: BoundExpr) -> Self {
+        self.filter = Some(predicate);
+        self
+    }
+
+    /// Parses and binds a predicate like `amount > 10 AND country = 'NL'`.
+    pub fn with_predicate(self, text: &str) -> Result<Self> {
+        let bound = bind_predicate(&parse_predicate(text)?, self.snapshot.schema())?;
+        Ok(self.with_filter(bound))
+    }
+
+    /// Reads exactly these files of the snapshot (no pruning): row-level operations
+    /// read the files they chose.
+    pub fn with_files(mut self, files: Vec<Arc<Add>>) -> Self {
+        self.files = Some(files);
+        self
+    }
+
+    /// The files the scan reads: partition values and file statistics prune first.
+    pub fn plan(&self) -> ScanPlan {
+        match &self.files {
+            Some(files) => ScanPlan {
+                files: files.clone(),
+                files_total: files.len(),
+                files_skipped: 0,
+                stats_used: self.snapshot.column_mapping() == ColumnMapping::None,
+            },
+            None => plan_files(&self.snapshot, self.filter.as_ref()),
         }
     }
 
@@ -77,6 +154,11 @@ impl ScanBuilder {
             Some(c) => c.clone(),
             None => schema.fields.iter().map(|f| f.name.clone()).collect(),
         };
+        self.columns_named(&names)
+    }
+
+    fn columns_named(&self, names: &[String]) -> Result<Vec<OutColumn>> {
+        let schema = self.snapshot.schema();
         let mapping = self.snapshot.column_mapping() != ColumnMapping::None;
         names
             .iter()
@@ -119,10 +201,34 @@ impl ScanBuilder {
 
     /// Starts the scan.
     pub fn execute(self) -> Result<BatchStream> {
-        let columns = Arc::new(self.out_columns()?);
-        let schema = output_schema(&columns);
-        let files = self.snapshot.files();
-        if let Some(f) = files.iter().find(|f| f.deletion_vector.is_some()) {
+        Ok(self.execute_with_metrics()?.0)
+    }
+
+    /// Starts the scan and returns counters that fill as it runs.
+    pub fn execute_with_metrics(self) -> Result<(BatchStream, Arc<ScanMetrics>)> {
+        let out = self.out_columns()?;
+        let out_schema = output_schema(&out);
+        // The filter may read columns the projection leaves out: read them too and
+        // drop them after filtering.
+        let mut read = out.clone();
+        if let Some(f) = &self.filter {
+            let extra: Vec<String> = f
+                .columns()
+                .iter()
+                .map(|p| p[0].clone())
+                .filter(|n| !read.iter().any(|c| &c.field.name == n))
+                .fold(Vec::new(), |mut acc, n| {
+                    if !acc.contains(&n) {
+                        acc.push(n);
+                    }
+                    acc
+                });
+            read.extend(self.columns_named(&extra)?);
+        }
+        let projection = (read.len() != out.len()).then(|| (0..out.len()).collect::<Vec<_>>());
+        let read_schema = output_schema(&read);
+        let plan = self.plan();
+        if let Some(f) = plan.files.iter().find(|f| f.deletion_vector.is_some()) {
             debug!(file = %f.path, "file has a deletion vector");
             return Err(Error::UnsupportedFeature {
                 kind: "reader",
@@ -130,19 +236,39 @@ impl ScanBuilder {
                 action: "read (a data file carries a deletion vector in)",
             });
         }
-        debug!(
-            files = files.len(),
-            version = self.snapshot.version(),
-            "scan"
-        );
-        let store = self.snapshot.store().clone();
-        let batch_size = self.batch_size;
-        let stream = futures::stream::iter(files)
+        let metrics = Arc::new(ScanMetrics::default());
+        ScanMetrics::add(&metrics.files_total, plan.files_total);
+        ScanMetrics::add(&metrics.files_skipped, plan.files_skipped);
+        if self.filter.is_some() {
+            info!(
+                version = self.snapshot.version(),
+                files = plan.files_total,
+                skipped = plan.files_skipped,
+                "scan with filter"
+            );
+        } else {
+            debug!(
+                files = plan.files_total,
+                version = self.snapshot.version(),
+                "scan"
+            );
+        }
+        let ctx = Arc::new(FileScan {
+            store: self.snapshot.store().clone(),
+            columns: read,
+            schema: read_schema,
+            out_schema,
+            projection,
+            filter: self.filter.clone(),
+            row_group_pruning: plan.stats_used,
+            partition_columns: self.snapshot.partition_columns().to_vec(),
+            batch_size: self.batch_size,
+            metrics: metrics.clone(),
+        });
+        let stream = futures::stream::iter(plan.files)
             .map(move |add| {
-                let store = store.clone();
-                let columns = columns.clone();
-                let schema = schema.clone();
-                async move { open_file(store, add, columns, schema, batch_size).await }
+                let ctx = ctx.clone();
+                async move { ctx.open(add).await }
             })
             .buffered(2)
             .try_flatten();
@@ -167,7 +293,7 @@ impl ScanBuilder {
                     .boxed()
             }
         };
-        Ok(stream)
+        Ok((stream, metrics))
     }
 
     /// Reads the whole scan into memory.
@@ -192,13 +318,79 @@ fn output_schema(columns: &[OutColumn]) -> SchemaRef {
     ))
 }
 
-async fn open_file(
+/// Prunes a snapshot's files by a filter: partition values, then file statistics.
+pub fn plan_files(snapshot: &Snapshot, filter: Option<&BoundExpr>) -> ScanPlan {
+    let files = snapshot.files();
+    let total = files.len();
+    // Column mapping keys stats and partition values by physical names; the filter
+    // speaks logical names. Without a translation, read everything.
+    let stats_used = snapshot.column_mapping() == ColumnMapping::None;
+    let files: Vec<Arc<Add>> = match filter {
+        Some(f) if stats_used => {
+            let partition_columns = snapshot.partition_columns();
+            files
+                .into_iter()
+                .filter(|add| crate::expr::may_match_file(f, add, partition_columns))
+                .collect()
+        }
+        _ => files,
+    };
+    ScanPlan {
+        files_skipped: total - files.len(),
+        files_total: total,
+        files,
+        stats_used,
+    }
+}
+
+/// What every file of one scan shares.
+struct FileScan {
     store: TableStore,
-    add: Arc<Add>,
-    columns: Arc<Vec<OutColumn>>,
+    /// Columns read: the output columns, then those only the filter needs.
+    columns: Vec<OutColumn>,
     schema: SchemaRef,
+    out_schema: SchemaRef,
+    /// Output columns among `columns`, when the filter reads more.
+    projection: Option<Vec<usize>>,
+    filter: Option<BoundExpr>,
+    row_group_pruning: bool,
+    partition_columns: Vec<String>,
     batch_size: usize,
-) -> Result<BatchStream> {
+    metrics: Arc<ScanMetrics>,
+}
+
+impl FileScan {
+    async fn open(self: Arc<Self>, add: Arc<Add>) -> Result<BatchStream> {
+        let stream = open_file(self.store.clone(), add.clone(), &self).await?;
+        let ctx = self.clone();
+        Ok(stream
+            .and_then(move |batch| {
+                futures::future::ready((|| {
+                    ScanMetrics::add(&ctx.metrics.rows_read, batch.num_rows());
+                    let batch = match &ctx.filter {
+                        Some(f) => filter_batch(f, &batch)?,
+                        None => batch,
+                    };
+                    ScanMetrics::add(&ctx.metrics.rows_matched, batch.num_rows());
+                    match &ctx.projection {
+                        Some(p) => Ok(RecordBatch::try_new_with_options(
+                            ctx.out_schema.clone(),
+                            p.iter().map(|i| batch.column(*i).clone()).collect(),
+                            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+                        )?),
+                        None => Ok(batch),
+                    }
+                })())
+            })
+            .try_filter(|b| futures::future::ready(b.num_rows() > 0))
+            .boxed())
+    }
+}
+
+async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<BatchStream> {
+    let columns = Arc::new(ctx.columns.clone());
+    let schema = ctx.schema.clone();
+    let batch_size = ctx.batch_size;
     let relative = decode_add_path(&add.path);
     let location = store.data_path(&relative)?;
     let data_columns: Vec<&OutColumn> = columns.iter().filter(|c| !c.partition).collect();
@@ -257,6 +449,23 @@ async fn open_file(
             builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
         }
         let file_schema = builder.schema().clone();
+        if let (Some(filter), true) = (&ctx.filter, ctx.row_group_pruning) {
+            let total = builder.metadata().num_row_groups();
+            let keep = row_groups_to_read(
+                builder.metadata(),
+                &file_schema,
+                builder.parquet_schema(),
+                filter,
+                &data_columns,
+                &add.partition_values,
+                &ctx.partition_columns,
+            );
+            ScanMetrics::add(&ctx.metrics.row_groups_total, total);
+            ScanMetrics::add(&ctx.metrics.row_groups_skipped, total - keep.len());
+            if keep.len() < total {
+                builder = builder.with_row_groups(keep);
+            }
+        }
         let roots: Vec<usize> = data_columns
             .iter()
             .filter_map(|c| file_schema.index_of(c.field.physical_name()).ok())
@@ -315,6 +524,146 @@ async fn open_file(
             futures::stream::once(futures::future::ready(make(None, rows))).boxed()
         }
     })
+}
+
+/// The row groups of a file that may hold a row matching `filter`, by their Parquet
+/// statistics (converted to the shape of Delta file statistics).
+fn row_groups_to_read(
+    metadata: &ParquetMetaData,
+    file_schema: &Schema,
+    parquet_schema: &SchemaDescriptor,
+    filter: &BoundExpr,
+    data_columns: &[&OutColumn],
+    partition_values: &HashMap<String, Option<String>>,
+    partition_columns: &[String],
+) -> Vec<usize> {
+    let groups = metadata.row_groups();
+    let all: Vec<usize> = (0..groups.len()).collect();
+    if groups.len() <= 1 && groups.first().is_none_or(|g| g.num_rows() > 0) {
+        // One row group: the file's own statistics already decided.
+        return all;
+    }
+    let referenced: Vec<&OutColumn> = data_columns
+        .iter()
+        .copied()
+        .filter(|c| {
+            filter
+                .columns()
+                .iter()
+                .any(|p| p.len() == 1 && p[0] == c.field.name)
+        })
+        .collect();
+    let mut mins: Vec<Map<String, Value>> = vec![Map::new(); groups.len()];
+    let mut maxes: Vec<Map<String, Value>> = vec![Map::new(); groups.len()];
+    let mut nulls: Vec<Map<String, Value>> = vec![Map::new(); groups.len()];
+    for c in referenced {
+        let Ok(conv) =
+            StatisticsConverter::try_new(c.field.physical_name(), file_schema, parquet_schema)
+        else {
+            continue;
+        };
+        let (Ok(lo), Ok(hi), Ok(nc)) = (
+            conv.row_group_mins(groups.iter()),
+            conv.row_group_maxes(groups.iter()),
+            conv.row_group_null_counts(groups.iter()),
+        ) else {
+            continue;
+        };
+        for g in 0..groups.len() {
+            if let Some(v) = stat_value(&lo, g) {
+                mins[g].insert(c.field.name.clone(), v);
+            }
+            if let Some(v) = stat_value(&hi, g) {
+                maxes[g].insert(c.field.name.clone(), v);
+            }
+            if nc.is_valid(g) {
+                nulls[g].insert(c.field.name.clone(), Value::from(nc.value(g)));
+            }
+        }
+    }
+    all.into_iter()
+        .filter(|&g| {
+            let mut stats = Map::new();
+            stats.insert("numRecords".into(), Value::from(groups[g].num_rows()));
+            stats.insert(
+                "minValues".into(),
+                Value::Object(std::mem::take(&mut mins[g])),
+            );
+            stats.insert(
+                "maxValues".into(),
+                Value::Object(std::mem::take(&mut maxes[g])),
+            );
+            stats.insert(
+                "nullCount".into(),
+                Value::Object(std::mem::take(&mut nulls[g])),
+            );
+            match FileStats::from_json(&Value::Object(stats).to_string()) {
+                Ok(s) => may_match(filter, Some(&s), partition_values, partition_columns),
+                Err(_) => true,
+            }
+        })
+        .collect()
+}
+
+/// One row group statistic as Delta writes it in `add.stats` (`None`: unusable).
+fn stat_value(array: &ArrayRef, i: usize) -> Option<Value> {
+    use arrow::datatypes::{Float32Type, Float64Type, Int64Type};
+    if array.is_null(i) {
+        return None;
+    }
+    match array.data_type() {
+        ArrowType::Int8
+        | ArrowType::Int16
+        | ArrowType::Int32
+        | ArrowType::Int64
+        | ArrowType::UInt8
+        | ArrowType::UInt16
+        | ArrowType::UInt32 => {
+            let a = arrow::compute::cast(&array.slice(i, 1), &ArrowType::Int64).ok()?;
+            Some(Value::from(a.as_primitive::<Int64Type>().value(0)))
+        }
+        ArrowType::Float32 => {
+            let v = array.as_primitive::<Float32Type>().value(i);
+            v.is_finite().then(|| Value::from(v as f64))
+        }
+        ArrowType::Float64 => {
+            let v = array.as_primitive::<Float64Type>().value(i);
+            v.is_finite().then(|| Value::from(v))
+        }
+        ArrowType::Date32 => {
+            let days = array
+                .as_primitive::<arrow::datatypes::Date32Type>()
+                .value(i);
+            let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?
+                .checked_add_signed(chrono::Duration::days(days as i64))?;
+            Some(Value::from(date.format("%Y-%m-%d").to_string()))
+        }
+        ArrowType::Timestamp(unit, _) => {
+            let a = arrow::compute::cast(&array.slice(i, 1), &ArrowType::Timestamp(*unit, None))
+                .ok()?;
+            let raw = a
+                .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()
+                .map(|p| p.value(0))
+                .or_else(|| {
+                    a.as_primitive_opt::<arrow::datatypes::TimestampMillisecondType>()
+                        .map(|p| p.value(0).saturating_mul(1000))
+                })
+                .or_else(|| {
+                    a.as_primitive_opt::<arrow::datatypes::TimestampNanosecondType>()
+                        .map(|p| p.value(0).div_euclid(1000))
+                })
+                .or_else(|| {
+                    a.as_primitive_opt::<arrow::datatypes::TimestampSecondType>()
+                        .map(|p| p.value(0).saturating_mul(1_000_000))
+                })?;
+            let t = chrono::DateTime::from_timestamp_micros(raw)?;
+            Some(Value::from(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()))
+        }
+        ArrowType::Utf8 => Some(Value::from(array.as_string::<i32>().value(i))),
+        ArrowType::LargeUtf8 => Some(Value::from(array.as_string::<i64>().value(i))),
+        ArrowType::Utf8View => Some(Value::from(array.as_string_view().value(i))),
+        _ => None,
+    }
 }
 
 /// Parquet's async reader over the table's object store: ranged GETs for the footer

@@ -61,6 +61,16 @@ impl Table {
         WriteBuilder::new(self.store.clone(), batches)
     }
 
+    /// DELETE rows (all, or those matching `.with_predicate(...)`).
+    pub fn delete(&self) -> crate::ops::DeleteBuilder {
+        crate::ops::DeleteBuilder::new(self.store.clone())
+    }
+
+    /// UPDATE rows: `.with_assignment("col = expr")`, optionally `.with_predicate(...)`.
+    pub fn update(&self) -> crate::ops::UpdateBuilder {
+        crate::ops::UpdateBuilder::new(self.store.clone())
+    }
+
     pub fn scan(&self, snapshot: Snapshot) -> ScanBuilder {
         ScanBuilder::new(snapshot)
     }

@@ -59,6 +59,17 @@ pub fn filter_batch(predicate: &BoundExpr, batch: &RecordBatch) -> Result<Record
     Ok(filter_record_batch(batch, &mask)?)
 }
 
+/// The rows where the predicate is TRUE, as a mask without nulls (FALSE and NULL both
+/// give false).
+pub fn matching_rows(predicate: &BoundExpr, batch: &RecordBatch) -> Result<BooleanArray> {
+    let mask = evaluate_predicate(predicate, batch)?;
+    Ok(if mask.null_count() == 0 {
+        mask
+    } else {
+        arrow::compute::prep_null_mask_filter(&mask)
+    })
+}
+
 /// An intermediate result: a full column, or one value standing for every row.
 enum Value {
     Array(ArrayRef),

@@ -36,6 +36,6 @@ pub(crate) mod types;
 
 pub use ast::{BinaryOp, Expr, Function, Scalar};
 pub use bind::{bind, bind_assignment, bind_predicate, BoundAssignment, BoundExpr, BoundKind};
-pub use eval::{evaluate, evaluate_predicate, filter_batch};
+pub use eval::{evaluate, evaluate_predicate, filter_batch, matching_rows};
 pub use parse::{parse_assignment, parse_expression, parse_predicate, Assignment};
-pub use skipping::{may_match, may_match_file, FileStats};
+pub use skipping::{may_match, may_match_file, must_match, FileStats};

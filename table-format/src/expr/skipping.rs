@@ -125,6 +125,60 @@ pub fn may_match(
     pruner.can_be(predicate, true)
 }
 
+/// True only when every row of the file satisfies `predicate` (evaluates to TRUE):
+/// DELETE then removes the file without reading it. Decided exactly for predicates
+/// over partition columns; from statistics only for plain comparisons of columns
+/// with non-null literals whose columns are known to hold no nulls (so that no row
+/// can evaluate to NULL).
+pub fn must_match(
+    predicate: &BoundExpr,
+    stats: Option<&FileStats>,
+    partition_values: &HashMap<String, Option<String>>,
+    partition_columns: &[String],
+) -> bool {
+    let pruner = Pruner {
+        predicate,
+        stats,
+        partition_values,
+        partition_columns,
+        partition_batch: OnceCell::new(),
+    };
+    if pruner.reads_only_partitions(predicate) {
+        return pruner.exact(predicate) == Some(Some(true));
+    }
+    let Some(stats) = stats else {
+        return false;
+    };
+    if stats.num_records().is_none() || !never_null(predicate) {
+        return false;
+    }
+    let columns_have_nulls = predicate.columns().iter().any(|p| {
+        if pruner.is_partition_column(p) {
+            !matches!(partition_values.get(&p[0]), Some(Some(_)))
+        } else {
+            stats.null_count(p) != Some(0)
+        }
+    });
+    !columns_have_nulls && !pruner.can_be(predicate, false)
+}
+
+/// Whether `e` is built only from columns, non-null literals, comparisons, AND/OR/NOT,
+/// IN, LIKE and IS [NOT] NULL: over non-null columns it then never evaluates to NULL.
+fn never_null(e: &BoundExpr) -> bool {
+    match &e.kind {
+        BoundKind::Column(_) => true,
+        BoundKind::Literal(v) => !v.is_null(),
+        BoundKind::Binary { op, left, right } => {
+            (op.is_comparison() || op.is_logical()) && never_null(left) && never_null(right)
+        }
+        BoundKind::Not(inner) => never_null(inner),
+        BoundKind::IsNull(_) | BoundKind::IsNotNull(_) => true,
+        BoundKind::InList { expr, list, .. } => never_null(expr) && list.iter().all(never_null),
+        BoundKind::Like { expr, .. } => never_null(expr),
+        _ => false,
+    }
+}
+
 /// [`may_match`] for an `add` action; stats that do not parse count as missing.
 pub fn may_match_file(predicate: &BoundExpr, add: &Add, partition_columns: &[String]) -> bool {
     let stats = add

@@ -2,8 +2,11 @@
 
 pub mod checkpoint;
 pub mod create;
+pub mod delete;
 pub mod history;
+pub(crate) mod rewrite;
 pub mod write;
 
 pub use create::CreateTableBuilder;
+pub use delete::{DeleteBuilder, RowChangeResult, UpdateBuilder};
 pub use write::{SaveMode, WriteBuilder, WriteResult};

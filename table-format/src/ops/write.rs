@@ -8,7 +8,9 @@ use arrow::array::RecordBatch;
 use tracing::info;
 
 use crate::error::{ConflictKind, Error, Result};
+use crate::expr::{bind_predicate, matching_rows, parse_predicate};
 use crate::ops::create::new_table_actions;
+use crate::ops::rewrite::{rewrite, Rewrite, RowChange};
 use crate::protocol::features::check_write;
 use crate::protocol::{Action, Add, Metadata, Remove, StructType, Txn};
 use crate::snapshot::Snapshot;
@@ -49,6 +51,7 @@ pub struct WriteBuilder {
     partition_by: Option<Vec<String>>,
     properties: HashMap<String, String>,
     app: Option<(String, i64)>,
+    replace_where: Option<String>,
     options: WriterOptions,
     auto_checkpoint: bool,
 }
@@ -64,6 +67,7 @@ impl WriteBuilder {
             partition_by: None,
             properties: HashMap::new(),
             app: None,
+            replace_where: None,
             options: WriterOptions::default(),
             auto_checkpoint: true,
         }
@@ -100,6 +104,13 @@ impl WriteBuilder {
     /// Idempotent write: commit only if `version` is above the last one of `app_id`.
     pub fn with_app_transaction(mut self, app_id: &str, version: i64) -> Self {
         self.app = Some((app_id.to_string(), version));
+        self
+    }
+
+    /// Overwrite only the rows matching `predicate` (Delta `replaceWhere`); every row
+    /// written must match it too, or the write is rejected.
+    pub fn with_replace_where(mut self, predicate: impl Into<String>) -> Self {
+        self.replace_where = Some(predicate.into());
         self
     }
 
@@ -243,6 +254,35 @@ impl WriteBuilder {
             .collect::<Result<_>>()?;
         let rows: usize = conformed.iter().map(|b| b.num_rows()).sum();
 
+        // replaceWhere: the new rows must satisfy the predicate they replace.
+        let replace_where = match &self.replace_where {
+            None => None,
+            Some(_) if self.mode != SaveMode::Overwrite => {
+                return Err(Error::InvalidArgument(
+                    "replaceWhere needs save mode overwrite".into(),
+                ))
+            }
+            Some(_) if self.schema_mode == SchemaMode::Overwrite => {
+                return Err(Error::InvalidArgument(
+                    "replaceWhere cannot be combined with schema mode overwrite".into(),
+                ))
+            }
+            Some(text) => {
+                let pred = bind_predicate(&parse_predicate(text)?, &schema)?;
+                let mut bad = 0usize;
+                for b in &conformed {
+                    let m = matching_rows(&pred, b)?;
+                    bad += b.num_rows() - m.true_count();
+                }
+                if bad > 0 {
+                    return Err(Error::NotAllowed(format!(
+                        "replaceWhere `{pred}`: {bad} of {rows} rows written do not satisfy the predicate; nothing was written"
+                    )));
+                }
+                Some(pred)
+            }
+        };
+
         let mut options = self.options.clone();
         if let Some(n) = base
             .as_ref()
@@ -256,7 +296,7 @@ impl WriteBuilder {
             &schema,
             &target,
             &partition_columns,
-            options,
+            options.clone(),
         )?;
         for b in &conformed {
             writer.write(b).await?;
@@ -268,13 +308,33 @@ impl WriteBuilder {
 
         let now = chrono::Utc::now().timestamp_millis();
         let mut removed = 0;
-        if let (SaveMode::Overwrite, Some(snap)) = (self.mode, &base) {
-            for f in snap.files() {
-                actions.push(Action::Remove(Remove::for_add(&f, now, true)));
-                removed += 1;
+        let mut replaced: Option<Rewrite> = None;
+        let mut written: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+        match (self.mode, &base, &replace_where) {
+            (SaveMode::Overwrite, Some(snap), Some(pred)) => {
+                // Remove the rows the predicate selects; keep the others of their files.
+                let outcome =
+                    match rewrite(snap, Some(pred), RowChange::Delete, options.clone()).await {
+                        Ok(o) => o,
+                        Err(e) => {
+                            delete_unreferenced(&self.store, &written).await;
+                            return Err(e);
+                        }
+                    };
+                removed = outcome.removes.len();
+                written.extend(outcome.adds.iter().map(|a| a.path.clone()));
+                actions.extend(outcome.removes.iter().cloned().map(Action::Remove));
+                actions.extend(outcome.adds.iter().cloned().map(Action::Add));
+                replaced = Some(outcome);
             }
+            (SaveMode::Overwrite, Some(snap), None) => {
+                for f in snap.files() {
+                    actions.push(Action::Remove(Remove::for_add(&f, now, true)));
+                    removed += 1;
+                }
+            }
+            _ => {}
         }
-        let written: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
         actions.extend(adds.into_iter().map(Action::Add));
         if let Some((app, v)) = &self.app {
             actions.push(Action::Txn(Txn {
@@ -291,14 +351,23 @@ impl WriteBuilder {
         // One commit path for both cases; only the base and the read set differ.
         let txn = match &base {
             Some(snap) => {
-                let read = ReadSet {
-                    whole_table: self.mode == SaveMode::Overwrite,
-                    ..Default::default()
+                let read = match &replaced {
+                    Some(r) => r.read_set(snap, replace_where.as_ref()),
+                    None => ReadSet {
+                        whole_table: self.mode == SaveMode::Overwrite,
+                        ..Default::default()
+                    },
                 };
-                let txn = Transaction::new(snap, "WRITE")
+                let mut txn = Transaction::new(snap, "WRITE")
                     .with_read_set(read)
                     .with_parameter("mode", mode_name)
                     .with_metric("numRemovedFiles", removed);
+                if let (Some(r), Some(p)) = (&replaced, &replace_where) {
+                    txn = txn
+                        .with_parameter("predicate", serde_json::to_string(&[p.to_string()])?)
+                        .with_metric("numDeletedRows", r.rows_matched)
+                        .with_metric("numCopiedRows", r.rows_copied);
+                }
                 let blind = self.mode == SaveMode::Append
                     && actions
                         .iter()
@@ -327,12 +396,7 @@ impl WriteBuilder {
             Err(e) => {
                 // Nothing references the files we wrote: remove them now rather than
                 // leaving them to vacuum.
-                for p in &written {
-                    let rel = crate::protocol::partition::decode_add_path(p);
-                    if let Ok(loc) = self.store.data_path(&rel) {
-                        let _ = self.store.delete(&loc).await;
-                    }
-                }
+                delete_unreferenced(&self.store, &written).await;
                 if let (
                     Error::Conflict(ConflictKind::ConcurrentTransaction { .. }),
                     Some((app, v)),
@@ -365,6 +429,16 @@ impl WriteBuilder {
             already_applied: false,
             snapshot: committed.snapshot,
         })
+    }
+}
+
+/// Best-effort removal of data files a failed commit wrote (`add.path` form).
+pub(crate) async fn delete_unreferenced(store: &TableStore, paths: &[String]) {
+    for p in paths {
+        let rel = crate::protocol::partition::decode_add_path(p);
+        if let Ok(loc) = store.data_path(&rel) {
+            let _ = store.delete(&loc).await;
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use crate::error::ConflictKind;
+use crate::expr::{may_match_file, BoundExpr};
 use crate::protocol::Action;
 use crate::snapshot::file_key;
 
@@ -20,10 +21,32 @@ pub struct ReadSet {
     pub app_id: Option<String>,
     /// The transaction changes metadata or protocol itself.
     pub changes_metadata: bool,
+    /// The rows the transaction's outcome depends on (DELETE/UPDATE/replaceWhere):
+    /// rows added concurrently that may match it are a conflict.
+    pub predicate: Option<ReadPredicate>,
+}
+
+/// A read predicate with what is needed to test added files against it.
+#[derive(Debug, Clone)]
+pub struct ReadPredicate {
+    pub expr: BoundExpr,
+    pub partition_columns: Vec<String>,
+}
+
+/// Was the winning commit a blind append (it read nothing)? Delta's WriteSerializable
+/// isolation lets those through: they never conflict with reads.
+fn is_blind_append(winner: &[Action]) -> bool {
+    winner.iter().any(|a| match a {
+        Action::CommitInfo(ci) => ci.0.get("isBlindAppend") == Some(&serde_json::Value::Bool(true)),
+        _ => false,
+    })
 }
 
 /// Checks one winning commit against the transaction.
 pub fn check(read: &ReadSet, winner: &[Action]) -> Result<(), ConflictKind> {
+    // Under WriteSerializable, rows from blind appends are ordered after this
+    // transaction unless it changes the metadata.
+    let adds_matter = !is_blind_append(winner) || read.changes_metadata;
     for action in winner {
         match action {
             Action::Protocol(_) => return Err(ConflictKind::ProtocolChanged),
@@ -33,10 +56,17 @@ pub fn check(read: &ReadSet, winner: &[Action]) -> Result<(), ConflictKind> {
                     app_id: t.app_id.clone(),
                 })
             }
-            Action::Add(a) if a.data_change && read.whole_table => {
-                return Err(ConflictKind::ConcurrentAppend {
-                    path: a.path.clone(),
-                })
+            Action::Add(a) if a.data_change && adds_matter => {
+                let matches = read.whole_table
+                    || read
+                        .predicate
+                        .as_ref()
+                        .is_some_and(|p| may_match_file(&p.expr, a, &p.partition_columns));
+                if matches {
+                    return Err(ConflictKind::ConcurrentAppend {
+                        path: a.path.clone(),
+                    });
+                }
             }
             Action::Remove(r) => {
                 let key = file_key(&r.path, r.deletion_vector.as_ref());
@@ -94,6 +124,20 @@ mod tests {
             check(&read, &[add("a")]),
             Err(ConflictKind::ConcurrentAppend { .. })
         ));
+    }
+
+    #[test]
+    fn blind_appends_pass_reads_unless_metadata_changes() {
+        let info = Action::from_json_line(r#"{"commitInfo":{"isBlindAppend":true}}"#)
+            .unwrap()
+            .unwrap();
+        let mut read = ReadSet {
+            whole_table: true,
+            ..Default::default()
+        };
+        assert!(check(&read, &[info.clone(), add("a")]).is_ok());
+        read.changes_metadata = true;
+        assert!(check(&read, &[info, add("a")]).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::protocol::{Action, CommitInfo};
 use crate::snapshot::Snapshot;
 use crate::storage::{PutOutcome, TableStore};
 
-pub use conflict::ReadSet;
+pub use conflict::{ReadPredicate, ReadSet};
 
 /// Default bound on commit attempts.
 pub const DEFAULT_MAX_ATTEMPTS: usize = 100;
