@@ -45,6 +45,19 @@ enum FormatArg {
     Parquet,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum WhenMatchedArg {
+    Update,
+    Delete,
+    Ignore,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WhenNotMatchedArg {
+    Insert,
+    Ignore,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Write files (Parquet, CSV, NDJSON, Arrow IPC) into a table; creates it when missing.
@@ -80,6 +93,32 @@ enum Command {
         /// Rows to delete, e.g. "country = 'XX' AND ts < TIMESTAMP '2024-01-01 00:00:00'".
         #[arg(long = "where")]
         predicate: String,
+    },
+    /// Upsert the rows of a file into a table (MERGE on key columns).
+    Merge {
+        table: String,
+        /// Source rows: Parquet, CSV, NDJSON or Arrow IPC.
+        source: PathBuf,
+        /// Key columns, comma-separated: target.k = source.k for each.
+        #[arg(long, value_delimiter = ',', required = true)]
+        on: Vec<String>,
+        #[arg(long, value_enum, default_value = "update")]
+        when_matched: WhenMatchedArg,
+        #[arg(long, value_enum, default_value = "insert")]
+        when_not_matched: WhenNotMatchedArg,
+        /// Source rows for which this holds delete their match (and are never inserted),
+        /// e.g. "source._op = 'D'".
+        #[arg(long)]
+        delete_when: Option<String>,
+        /// Keep only the last source row per key by this ordering column.
+        #[arg(long)]
+        dedupe_by: Option<String>,
+        #[arg(long, value_enum)]
+        schema_mode: Option<SchemaModeArg>,
+        #[arg(long, requires = "app_version")]
+        app_id: Option<String>,
+        #[arg(long, requires = "app_id")]
+        app_version: Option<i64>,
     },
     /// Update the rows matching a predicate.
     Update {
@@ -355,6 +394,77 @@ async fn run(cli: Cli) -> Result<()> {
                     r.files_added,
                     r.rows_copied,
                     r.files_skipped
+                );
+            }
+        }
+        Command::Merge {
+            table,
+            source,
+            on,
+            when_matched,
+            when_not_matched,
+            delete_when,
+            dedupe_by,
+            schema_mode,
+            app_id,
+            app_version,
+        } => {
+            let batches = input::read_file(&source)?;
+            let condition = on
+                .iter()
+                .map(|k| format!("target.`{k}` = source.`{k}`"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let t = Table::at(&table)?;
+            let mut m = t.merge(batches, &condition);
+            if let Some(d) = &delete_when {
+                m = m.when_matched_delete(Some(d));
+            }
+            m = match when_matched {
+                WhenMatchedArg::Update => m.when_matched_update_all(None),
+                WhenMatchedArg::Delete => m.when_matched_delete(None),
+                WhenMatchedArg::Ignore => m,
+            };
+            if let WhenNotMatchedArg::Insert = when_not_matched {
+                let not_deleted = delete_when.as_ref().map(|d| format!("NOT ({d})"));
+                m = m.when_not_matched_insert_all(not_deleted.as_deref());
+            }
+            if let Some(col) = dedupe_by {
+                m = m.with_dedupe_by(col);
+            }
+            if let Some(SchemaModeArg::Merge) = schema_mode {
+                m = m.with_schema_mode(SchemaMode::Merge);
+            } else if let Some(SchemaModeArg::Overwrite) = schema_mode {
+                bail!("merge supports --schema-mode merge only");
+            }
+            if let (Some(id), Some(v)) = (&app_id, app_version) {
+                m = m.with_app_transaction(id, v);
+            }
+            let r = m.execute().await?;
+            if r.already_applied {
+                println!(
+                    "already applied: application `{}` version {} was committed before; table is at version {}",
+                    app_id.unwrap_or_default(),
+                    app_version.unwrap_or_default(),
+                    r.version
+                );
+            } else if r.unchanged {
+                println!(
+                    "nothing to change; nothing committed (table at version {})",
+                    r.version
+                );
+            } else {
+                println!(
+                    "committed version {}: {} inserted, {} updated, {} deleted, {} copied; {} file(s) removed, {} added; {} file(s) skipped by statistics, {} scanned",
+                    r.version,
+                    r.rows_inserted,
+                    r.rows_updated,
+                    r.rows_deleted,
+                    r.rows_copied,
+                    r.files_removed,
+                    r.files_added,
+                    r.files_skipped,
+                    r.files_scanned
                 );
             }
         }

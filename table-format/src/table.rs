@@ -71,6 +71,12 @@ impl Table {
         crate::ops::UpdateBuilder::new(self.store.clone())
     }
 
+    /// MERGE `source` into the table on `on` (e.g. `target.id = source.id`); add
+    /// clauses with `.when_matched_update_all(None)`, `.when_not_matched_insert_all(None)`...
+    pub fn merge(&self, source: Vec<RecordBatch>, on: &str) -> crate::ops::MergeBuilder {
+        crate::ops::MergeBuilder::new(self.store.clone(), source, on)
+    }
+
     pub fn scan(&self, snapshot: Snapshot) -> ScanBuilder {
         ScanBuilder::new(snapshot)
     }

@@ -4,9 +4,11 @@ pub mod checkpoint;
 pub mod create;
 pub mod delete;
 pub mod history;
+pub mod merge;
 pub(crate) mod rewrite;
 pub mod write;
 
 pub use create::CreateTableBuilder;
 pub use delete::{DeleteBuilder, RowChangeResult, UpdateBuilder};
+pub use merge::{MergeBuilder, MergeResult};
 pub use write::{SaveMode, WriteBuilder, WriteResult};
