@@ -268,7 +268,7 @@ impl ScanBuilder {
         let stream = futures::stream::iter(plan.files)
             .map(move |add| {
                 let ctx = ctx.clone();
-                async move { ctx.open(add).await }
+                async move { ctx.open_ahead(add).await }
             })
             .buffered(2)
             .try_flatten();
@@ -384,6 +384,24 @@ impl FileScan {
             })
             .try_filter(|b| futures::future::ready(b.num_rows() > 0))
             .boxed())
+    }
+
+    /// Like [`FileScan::open`], but the file is decoded by a task of its own a couple
+    /// of batches ahead, so that the files the scan has open decode on different cores.
+    async fn open_ahead(self: Arc<Self>, add: Arc<Add>) -> Result<BatchStream> {
+        let mut stream = self.open(add).await?;
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(1);
+        tokio::spawn(async move {
+            use futures::SinkExt;
+            while let Some(item) = stream.next().await {
+                let failed = item.is_err();
+                // The consumer went away (a limit, an error): stop decoding.
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(rx.boxed())
     }
 }
 
