@@ -120,6 +120,24 @@ enum Command {
         #[arg(long, requires = "app_id")]
         app_version: Option<i64>,
     },
+    /// Compact small files (bin-packing), or cluster them with --zorder-by.
+    Optimize {
+        table: String,
+        /// Z-order by these columns, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        zorder_by: Option<Vec<String>>,
+        /// Target file size in bytes (default: delta.targetFileSize, else 128 MiB).
+        #[arg(long)]
+        target_size: Option<u64>,
+        /// Only partitions matching this predicate over partition columns.
+        #[arg(long = "where")]
+        partition_filter: Option<String>,
+        /// Z-order files already clustered by the same columns too.
+        #[arg(long)]
+        full: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Update the rows matching a predicate.
     Update {
         table: String,
@@ -465,6 +483,60 @@ async fn run(cli: Cli) -> Result<()> {
                     r.files_added,
                     r.files_skipped,
                     r.files_scanned
+                );
+            }
+        }
+        Command::Optimize {
+            table,
+            zorder_by,
+            target_size,
+            partition_filter,
+            full,
+            json,
+        } => {
+            let t = Table::at(&table)?;
+            let mut o = t.optimize().with_full(full);
+            if let Some(cols) = &zorder_by {
+                o = o.with_zorder_by(cols);
+            }
+            if let Some(size) = target_size {
+                o = o.with_target_size(size);
+            }
+            if let Some(p) = partition_filter {
+                o = o.with_partition_filter(p);
+            }
+            let r = o.execute().await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "version": r.version,
+                        "unchanged": r.unchanged,
+                        "files_removed": r.files_removed,
+                        "files_added": r.files_added,
+                        "bytes_before": r.bytes_before,
+                        "bytes_after": r.bytes_after,
+                        "partitions_optimized": r.partitions_optimized,
+                        "files_considered": r.files_considered,
+                        "files_skipped": r.files_skipped,
+                        "bins_abandoned": r.bins_abandoned,
+                    })
+                );
+            } else if r.unchanged {
+                println!(
+                    "nothing to optimize ({} file(s) considered); table at version {}",
+                    r.files_considered, r.version
+                );
+            } else {
+                println!(
+                    "committed version {}: {} file(s) ({} bytes) rewritten into {} ({} bytes) in {} partition(s); {} file(s) left alone",
+                    r.version,
+                    r.files_removed,
+                    r.bytes_before,
+                    r.files_added,
+                    r.bytes_after,
+                    r.partitions_optimized,
+                    r.files_skipped
                 );
             }
         }

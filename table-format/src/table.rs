@@ -77,6 +77,11 @@ impl Table {
         crate::ops::MergeBuilder::new(self.store.clone(), source, on)
     }
 
+    /// OPTIMIZE: compact small files, or Z-order with `.with_zorder_by(&[..])`.
+    pub fn optimize(&self) -> crate::ops::optimize::OptimizeBuilder {
+        crate::ops::optimize::OptimizeBuilder::new(self.store.clone())
+    }
+
     pub fn scan(&self, snapshot: Snapshot) -> ScanBuilder {
         ScanBuilder::new(snapshot)
     }

@@ -5,7 +5,10 @@ pub mod create;
 pub mod delete;
 pub mod history;
 pub mod merge;
+pub mod optimize;
+pub mod restore;
 pub(crate) mod rewrite;
+pub mod vacuum;
 pub mod write;
 
 pub use create::CreateTableBuilder;

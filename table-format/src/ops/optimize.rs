@@ -1,0 +1,794 @@
+//! OPTIMIZE: bin-packing compaction and Z-order clustering.
+//!
+//! Both rewrite files with `dataChange: false` (readers of changes skip them) and commit
+//! adds and removes in one transaction that conflicts only when a concurrent commit
+//! removed an input file; then the bins whose inputs are untouched are committed again
+//! and the others abandoned, so rows are never resurrected nor duplicated.
+//!
+//! Bin-packing streams each bin's files through one writer: memory stays bounded by a
+//! few row groups. Z-order maps every chosen column to quantile buckets of its own
+//! distribution (so columns of different ranges and skews weigh the same), interleaves
+//! the bucket bits into one key, and range-partitions the rows by that key into files
+//! of the target size, each sorted by it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Array};
+use arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
+use arrow::datatypes::DataType as ArrowType;
+use arrow::row::{RowConverter, SortField};
+use futures::TryStreamExt;
+use serde_json::{json, Value};
+use tracing::{debug, info, warn};
+
+use crate::error::{ConflictKind, Error, Result};
+use crate::expr::{bind_predicate, may_match_file, parse_predicate, BoundExpr};
+use crate::protocol::features::check_write;
+use crate::protocol::{Action, Add, Remove};
+use crate::scan::ScanBuilder;
+use crate::snapshot::{file_key, Snapshot};
+use crate::storage::TableStore;
+use crate::transaction::{ReadSet, Transaction};
+use crate::write::{DataWriter, WriterOptions, DEFAULT_TARGET_FILE_SIZE};
+
+/// The `tags` key recording the columns a file was Z-ordered by.
+pub const ZORDER_TAG: &str = "shoal.zOrderBy";
+
+/// How many times lost races are re-planned before giving up.
+const MAX_REPLANS: usize = 5;
+
+/// What OPTIMIZE did.
+#[derive(Debug, Clone)]
+pub struct OptimizeResult {
+    /// The committed version (the current one when there was nothing to do).
+    pub version: i64,
+    pub files_added: usize,
+    pub files_removed: usize,
+    pub bytes_before: i64,
+    pub bytes_after: i64,
+    pub partitions_optimized: usize,
+    pub bins: usize,
+    /// Files looked at (after the partition filter).
+    pub files_considered: usize,
+    /// Files left alone (big enough, alone in their partition, or already clustered).
+    pub files_skipped: usize,
+    /// Bins abandoned because a concurrent commit removed one of their files.
+    pub bins_abandoned: usize,
+    pub unchanged: bool,
+    pub snapshot: Snapshot,
+}
+
+/// `OPTIMIZE table [WHERE partition_predicate] [ZORDER BY (cols)]`.
+#[derive(Debug, Clone)]
+pub struct OptimizeBuilder {
+    store: TableStore,
+    snapshot: Option<Snapshot>,
+    target_size: Option<u64>,
+    zorder_by: Vec<String>,
+    partition_filter: Option<String>,
+    full: bool,
+    options: WriterOptions,
+    /// Arrow bytes one Z-order pass may hold in memory.
+    memory_budget: usize,
+}
+
+/// One group of input files rewritten together (a bin, or a Z-order partition).
+struct Bin {
+    partition: BTreeMap<String, Option<String>>,
+    files: Vec<Arc<Add>>,
+}
+
+impl OptimizeBuilder {
+    pub fn new(store: TableStore) -> Self {
+        OptimizeBuilder {
+            store,
+            snapshot: None,
+            target_size: None,
+            zorder_by: Vec::new(),
+            partition_filter: None,
+            full: false,
+            options: WriterOptions::default(),
+            memory_budget: 2 * 1024 * 1024 * 1024,
+        }
+    }
+
+    pub fn with_snapshot(mut self, snapshot: Snapshot) -> Self {
+        self.snapshot = Some(snapshot);
+        self
+    }
+
+    /// Target size of the files written (default: `delta.targetFileSize`, else 128 MiB).
+    pub fn with_target_size(mut self, bytes: u64) -> Self {
+        self.target_size = Some(bytes.max(1));
+        self
+    }
+
+    /// Cluster by these columns (Z-order) instead of bin-packing.
+    pub fn with_zorder_by<S: AsRef<str>>(mut self, columns: &[S]) -> Self {
+        self.zorder_by = columns.iter().map(|c| c.as_ref().to_string()).collect();
+        self
+    }
+
+    /// Only partitions matching this predicate over partition columns.
+    pub fn with_partition_filter(mut self, predicate: impl Into<String>) -> Self {
+        self.partition_filter = Some(predicate.into());
+        self
+    }
+
+    /// Z-order files already clustered by the same columns too.
+    pub fn with_full(mut self, full: bool) -> Self {
+        self.full = full;
+        self
+    }
+
+    pub fn with_writer_options(mut self, options: WriterOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Arrow bytes a Z-order pass may hold (default 2 GiB); larger partitions are read
+    /// once per slice of the key range.
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes.max(1);
+        self
+    }
+
+    pub async fn execute(self) -> Result<OptimizeResult> {
+        let started = Instant::now();
+        let snapshot = match &self.snapshot {
+            Some(s) => s.clone(),
+            None => Snapshot::load(&self.store, None).await?,
+        };
+        check_write(snapshot.protocol(), snapshot.metadata())?;
+        let target = self
+            .target_size
+            .or_else(|| {
+                snapshot
+                    .metadata()
+                    .property("delta.targetFileSize")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
+        let filter = self.bind_filter(&snapshot)?;
+        for c in &self.zorder_by {
+            let f = snapshot
+                .schema()
+                .field(c)
+                .ok_or_else(|| Error::UnknownColumn {
+                    column: c.clone(),
+                    suggestion: None,
+                })?;
+            if snapshot.partition_columns().contains(&f.name) {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot Z-order by partition column `{c}`: it is constant in each file"
+                )));
+            }
+            if !f.data_type.is_primitive() {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot Z-order by `{c}`: only primitive columns can be clustered"
+                )));
+            }
+        }
+        let (bins, considered, skipped) = self.plan(&snapshot, filter.as_ref(), target);
+        if bins.is_empty() {
+            let mut r = OptimizeResult::nothing(snapshot);
+            r.files_considered = considered;
+            r.files_skipped = skipped;
+            return Ok(r);
+        }
+        // Write every bin's new files, then commit; on a lost race against a commit
+        // that removed input files, commit again without the bins it touched.
+        let mut outputs: Vec<(Bin, Vec<Add>)> = Vec::with_capacity(bins.len());
+        let mut options = self.options.clone();
+        options.target_file_size = target;
+        for bin in bins {
+            let adds = if self.zorder_by.is_empty() {
+                compact_bin(&snapshot, &bin, &options).await?
+            } else {
+                zorder_bin(
+                    &snapshot,
+                    &bin,
+                    &self.zorder_by,
+                    &options,
+                    self.memory_budget,
+                )
+                .await?
+            };
+            outputs.push((bin, adds));
+        }
+        let mut base = snapshot.clone();
+        let mut abandoned = 0usize;
+        for attempt in 0..=MAX_REPLANS {
+            if outputs.is_empty() {
+                let latest = Snapshot::load(&self.store, None).await?;
+                let mut r = OptimizeResult::nothing(latest);
+                r.bins_abandoned = abandoned;
+                return Ok(r);
+            }
+            match self
+                .commit(&base, &outputs, target, considered, skipped, started)
+                .await
+            {
+                Ok(mut r) => {
+                    r.bins_abandoned = abandoned;
+                    return Ok(r);
+                }
+                Err(Error::Conflict(
+                    kind @ (ConflictKind::ConcurrentDeleteRead { .. }
+                    | ConflictKind::ConcurrentDeleteDelete { .. }),
+                )) if attempt < MAX_REPLANS => {
+                    // Keep the bins whose inputs are all still there.
+                    let latest = Snapshot::load(&self.store, None).await?;
+                    let (keep, drop): (Vec<_>, Vec<_>) =
+                        outputs.into_iter().partition(|(bin, _)| {
+                            bin.files.iter().all(|f| {
+                                latest.contains_file(&file_key(&f.path, f.deletion_vector.as_ref()))
+                            })
+                        });
+                    warn!(
+                        conflict = %kind,
+                        abandoned = drop.len(),
+                        kept = keep.len(),
+                        "OPTIMIZE lost a race with a commit that removed input files; re-planning"
+                    );
+                    for (_, adds) in &drop {
+                        let paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+                        crate::ops::write::delete_unreferenced(&self.store, &paths).await;
+                    }
+                    abandoned += drop.len();
+                    outputs = keep;
+                    base = latest;
+                }
+                Err(e) => {
+                    for (_, adds) in &outputs {
+                        let paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+                        crate::ops::write::delete_unreferenced(&self.store, &paths).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(Error::Conflict(ConflictKind::RetriesExhausted {
+            attempts: MAX_REPLANS,
+        }))
+    }
+
+    fn bind_filter(&self, snapshot: &Snapshot) -> Result<Option<BoundExpr>> {
+        let Some(text) = &self.partition_filter else {
+            return Ok(None);
+        };
+        let bound = bind_predicate(&parse_predicate(text)?, snapshot.schema())?;
+        let parts = snapshot.partition_columns();
+        if let Some(c) = bound
+            .columns()
+            .iter()
+            .find(|p| p.len() != 1 || !parts.contains(&p[0]))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "OPTIMIZE WHERE may only use partition columns ({}); `{}` is not one",
+                if parts.is_empty() {
+                    "the table has none".to_string()
+                } else {
+                    parts.join(", ")
+                },
+                c.join(".")
+            )));
+        }
+        Ok(Some(bound))
+    }
+
+    /// Groups the files to rewrite; returns (bins, files considered, files skipped).
+    fn plan(
+        &self,
+        snapshot: &Snapshot,
+        filter: Option<&BoundExpr>,
+        target: u64,
+    ) -> (Vec<Bin>, usize, usize) {
+        let parts = snapshot.partition_columns();
+        let mut by_partition: BTreeMap<Vec<(String, Option<String>)>, Vec<Arc<Add>>> =
+            BTreeMap::new();
+        let mut considered = 0;
+        for f in snapshot.files() {
+            if filter.is_some_and(|p| !may_match_file(p, &f, parts)) {
+                continue;
+            }
+            considered += 1;
+            let mut key: Vec<(String, Option<String>)> = f
+                .partition_values
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            key.sort();
+            by_partition.entry(key).or_default().push(f);
+        }
+        let mut bins = Vec::new();
+        let mut planned = 0;
+        let zorder_tag = self.zorder_by.join(",");
+        for (key, mut files) in by_partition {
+            let partition: BTreeMap<String, Option<String>> = key.into_iter().collect();
+            // Oldest first: compaction keeps the insertion order of the data.
+            files.sort_by(|a, b| {
+                (a.modification_time, &a.path).cmp(&(b.modification_time, &b.path))
+            });
+            if !self.zorder_by.is_empty() {
+                let todo: Vec<Arc<Add>> = files
+                    .into_iter()
+                    .filter(|f| {
+                        self.full
+                            || f.tags
+                                .as_ref()
+                                .and_then(|t| t.get(ZORDER_TAG))
+                                .and_then(|v| v.as_deref())
+                                != Some(zorder_tag.as_str())
+                    })
+                    .collect();
+                if !todo.is_empty() {
+                    planned += todo.len();
+                    bins.push(Bin {
+                        partition,
+                        files: todo,
+                    });
+                }
+                continue;
+            }
+            let small: Vec<Arc<Add>> = files
+                .into_iter()
+                .filter(|f| (f.size.max(0) as u64) < target)
+                .collect();
+            let mut current: Vec<Arc<Add>> = Vec::new();
+            let mut current_size = 0u64;
+            let mut flush = |current: &mut Vec<Arc<Add>>, bins: &mut Vec<Bin>| {
+                if current.len() > 1 {
+                    planned += current.len();
+                    bins.push(Bin {
+                        partition: partition.clone(),
+                        files: std::mem::take(current),
+                    });
+                } else {
+                    current.clear();
+                }
+            };
+            for f in small {
+                let size = f.size.max(0) as u64;
+                if !current.is_empty() && current_size + size > target {
+                    flush(&mut current, &mut bins);
+                    current_size = 0;
+                }
+                current_size += size;
+                current.push(f);
+            }
+            flush(&mut current, &mut bins);
+        }
+        (bins, considered, considered - planned)
+    }
+
+    async fn commit(
+        &self,
+        base: &Snapshot,
+        outputs: &[(Bin, Vec<Add>)],
+        target: u64,
+        considered: usize,
+        skipped: usize,
+        started: Instant,
+    ) -> Result<OptimizeResult> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut actions = Vec::new();
+        let mut read = ReadSet::default();
+        let mut removed_sizes = Vec::new();
+        let mut added_sizes = Vec::new();
+        let mut partitions = HashSet::new();
+        for (bin, adds) in outputs {
+            partitions.insert(format!("{:?}", bin.partition));
+            for f in &bin.files {
+                let key = file_key(&f.path, f.deletion_vector.as_ref());
+                read.files_read.insert(key.clone());
+                read.files_removed.insert(key);
+                removed_sizes.push(f.size);
+                actions.push(Action::Remove(Remove::for_add(f, now, false)));
+            }
+            for a in adds {
+                added_sizes.push(a.size);
+                actions.push(Action::Add(a.clone()));
+            }
+        }
+        let summary = |sizes: &[i64]| {
+            let total: i64 = sizes.iter().sum();
+            json!({
+                "min": sizes.iter().min().copied().unwrap_or(0),
+                "max": sizes.iter().max().copied().unwrap_or(0),
+                "avg": if sizes.is_empty() { 0.0 } else { total as f64 / sizes.len() as f64 },
+                "totalFiles": sizes.len(),
+                "totalSize": total,
+            })
+            .to_string()
+        };
+        let mut txn = Transaction::new(base, "OPTIMIZE")
+            .with_read_set(read)
+            .with_parameter(
+                "predicate",
+                serde_json::to_string(&self.partition_filter.iter().collect::<Vec<_>>())?,
+            )
+            .with_parameter("zOrderBy", serde_json::to_string(&self.zorder_by)?)
+            .with_parameter("targetSize", Value::from(target.to_string()))
+            .with_metric("numFilesAdded", added_sizes.len())
+            .with_metric("numFilesRemoved", removed_sizes.len())
+            .with_metric("filesAdded", summary(&added_sizes))
+            .with_metric("filesRemoved", summary(&removed_sizes))
+            .with_metric("partitionsOptimized", partitions.len())
+            .with_metric("numBins", outputs.len())
+            .with_metric("totalConsideredFiles", considered)
+            .with_metric("totalFilesSkipped", skipped)
+            .with_metric("executionTimeMs", started.elapsed().as_millis() as u64)
+            .with_actions(actions);
+        if !self.zorder_by.is_empty() {
+            txn = txn.with_parameter("auto", Value::from(false));
+        }
+        let c = txn.commit().await?;
+        let bytes_before: i64 = removed_sizes.iter().sum();
+        let bytes_after: i64 = added_sizes.iter().sum();
+        info!(
+            version = c.version,
+            removed = removed_sizes.len(),
+            added = added_sizes.len(),
+            bytes_before,
+            bytes_after,
+            "OPTIMIZE committed"
+        );
+        Ok(OptimizeResult {
+            version: c.version,
+            files_added: added_sizes.len(),
+            files_removed: removed_sizes.len(),
+            bytes_before,
+            bytes_after,
+            partitions_optimized: partitions.len(),
+            bins: outputs.len(),
+            files_considered: considered,
+            files_skipped: skipped,
+            bins_abandoned: 0,
+            unchanged: false,
+            snapshot: c.snapshot,
+        })
+    }
+}
+
+impl OptimizeResult {
+    fn nothing(snapshot: Snapshot) -> Self {
+        OptimizeResult {
+            version: snapshot.version(),
+            files_added: 0,
+            files_removed: 0,
+            bytes_before: 0,
+            bytes_after: 0,
+            partitions_optimized: 0,
+            bins: 0,
+            files_considered: 0,
+            files_skipped: 0,
+            bins_abandoned: 0,
+            unchanged: true,
+            snapshot,
+        }
+    }
+}
+
+fn new_writer(snapshot: &Snapshot, options: &WriterOptions) -> Result<DataWriter> {
+    let mut options = options.clone();
+    if let Some(n) = snapshot
+        .metadata()
+        .property("delta.dataSkippingNumIndexedCols")
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        options.num_indexed_cols = n;
+    }
+    DataWriter::new(
+        snapshot.store().clone(),
+        snapshot.schema(),
+        &snapshot.arrow_schema(),
+        snapshot.partition_columns(),
+        options,
+    )
+}
+
+/// The table's batch type (non-null flags, metadata) for what a scan returned.
+fn as_table_batch(snapshot: &Snapshot, batch: &RecordBatch) -> Result<RecordBatch> {
+    Ok(RecordBatch::try_new(
+        snapshot.arrow_schema(),
+        batch.columns().to_vec(),
+    )?)
+}
+
+fn no_data_change(mut adds: Vec<Add>, tag: Option<&str>) -> Vec<Add> {
+    for a in &mut adds {
+        a.data_change = false;
+        if let Some(t) = tag {
+            a.tags
+                .get_or_insert_with(HashMap::new)
+                .insert(ZORDER_TAG.to_string(), Some(t.to_string()));
+        }
+    }
+    adds
+}
+
+/// Bin-packing: streams the bin's files, in order, through one writer.
+async fn compact_bin(snapshot: &Snapshot, bin: &Bin, options: &WriterOptions) -> Result<Vec<Add>> {
+    let mut writer = new_writer(snapshot, options)?;
+    let mut stream = ScanBuilder::new(snapshot.clone())
+        .with_files(bin.files.clone())
+        .with_batch_size(64 * 1024)
+        .execute()?;
+    while let Some(batch) = stream.try_next().await? {
+        writer.write(&as_table_batch(snapshot, &batch)?).await?;
+    }
+    let adds = writer.finish().await?;
+    debug!(inputs = bin.files.len(), outputs = adds.len(), partition = ?bin.partition, "bin compacted");
+    Ok(no_data_change(adds, None))
+}
+
+// ------------------------------------------------------------------------------------
+// Z-order
+// ------------------------------------------------------------------------------------
+
+/// Maps a column's values to an order-preserving `u64` (nulls lowest): integers and
+/// temporal types by value, floats by their total order, strings and others by the
+/// first 8 bytes of their Arrow row encoding.
+fn order_keys(array: &ArrayRef) -> Result<Vec<u64>> {
+    use arrow::datatypes::{Float64Type, Int64Type};
+    let n = array.len();
+    let flip = |v: i64| (v as u64) ^ (1u64 << 63);
+    let mut out = Vec::with_capacity(n);
+    match array.data_type() {
+        ArrowType::Int8
+        | ArrowType::Int16
+        | ArrowType::Int32
+        | ArrowType::Int64
+        | ArrowType::Date32
+        | ArrowType::Date64
+        | ArrowType::Timestamp(_, _) => {
+            let ints = arrow::compute::cast(array, &ArrowType::Int64)?;
+            let ints = ints.as_primitive::<Int64Type>();
+            for i in 0..n {
+                out.push(if ints.is_null(i) {
+                    0
+                } else {
+                    flip(ints.value(i)).max(1)
+                });
+            }
+        }
+        ArrowType::Float32 | ArrowType::Float64 => {
+            let f = arrow::compute::cast(array, &ArrowType::Float64)?;
+            let f = f.as_primitive::<Float64Type>();
+            for i in 0..n {
+                out.push(if f.is_null(i) {
+                    0
+                } else {
+                    // Total order: negatives reversed below the positives.
+                    let bits = f.value(i).to_bits();
+                    let k = if bits >> 63 == 1 {
+                        !bits
+                    } else {
+                        bits | (1 << 63)
+                    };
+                    k.max(1)
+                });
+            }
+        }
+        _ => {
+            let conv = RowConverter::new(vec![SortField::new(array.data_type().clone())])?;
+            let rows = conv.convert_columns(std::slice::from_ref(array))?;
+            for i in 0..n {
+                if array.is_null(i) {
+                    out.push(0);
+                    continue;
+                }
+                let bytes = rows.row(i).data();
+                let mut k = [0u8; 8];
+                let take = bytes.len().min(8);
+                k[..take].copy_from_slice(&bytes[..take]);
+                out.push(u64::from_be_bytes(k).max(1));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Quantile boundaries of a column's order keys: `buckets - 1` cut points.
+fn boundaries(keys: &[u64], buckets: usize) -> Vec<u64> {
+    let step = (keys.len() / 200_000).max(1);
+    let mut sample: Vec<u64> = keys.iter().step_by(step).copied().collect();
+    sample.sort_unstable();
+    let mut cuts = Vec::with_capacity(buckets);
+    for b in 1..buckets {
+        let idx = b * sample.len() / buckets;
+        if let Some(v) = sample.get(idx) {
+            if cuts.last() != Some(v) {
+                cuts.push(*v);
+            }
+        }
+    }
+    cuts
+}
+
+/// Interleaves the bits of per-column bucket ids (most significant first).
+fn interleave(buckets: &[u32], bits: u32) -> u64 {
+    let mut z = 0u64;
+    for b in (0..bits).rev() {
+        for v in buckets {
+            z = (z << 1) | ((u64::from(*v) >> b) & 1);
+        }
+    }
+    z
+}
+
+/// The Z-values of a batch's rows, given each column's boundaries.
+fn z_values(
+    batch: &RecordBatch,
+    columns: &[String],
+    cuts: &[Vec<u64>],
+    bits: u32,
+) -> Result<Vec<u64>> {
+    let keys: Vec<Vec<u64>> = columns
+        .iter()
+        .map(|c| {
+            let a = batch
+                .column_by_name(c)
+                .ok_or_else(|| Error::InvalidArgument(format!("internal: no column `{c}`")))?;
+            order_keys(a)
+        })
+        .collect::<Result<_>>()?;
+    let mut out = Vec::with_capacity(batch.num_rows());
+    let mut ids = vec![0u32; columns.len()];
+    for i in 0..batch.num_rows() {
+        for (c, k) in keys.iter().enumerate() {
+            ids[c] = cuts[c].partition_point(|cut| *cut <= k[i]) as u32;
+        }
+        out.push(interleave(&ids, bits));
+    }
+    Ok(out)
+}
+
+/// Z-orders one partition's files into files of about the target size.
+async fn zorder_bin(
+    snapshot: &Snapshot,
+    bin: &Bin,
+    columns: &[String],
+    options: &WriterOptions,
+    memory_budget: usize,
+) -> Result<Vec<Add>> {
+    let tag = columns.join(",");
+    // Pass 1: the clustering columns only, for the value distributions.
+    let mut stream = ScanBuilder::new(snapshot.clone())
+        .with_files(bin.files.clone())
+        .with_columns(columns)
+        .with_batch_size(64 * 1024)
+        .execute()?;
+    let mut keys: Vec<Vec<u64>> = vec![Vec::new(); columns.len()];
+    while let Some(batch) = stream.try_next().await? {
+        for (c, k) in keys.iter_mut().enumerate() {
+            k.extend(order_keys(batch.column(c))?);
+        }
+    }
+    let rows = keys.first().map(|k| k.len()).unwrap_or(0);
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    let bits = (64 / columns.len() as u32).min(16);
+    let cuts: Vec<Vec<u64>> = keys.iter().map(|k| boundaries(k, 1usize << bits)).collect();
+    // The Z-value of every row, and the cut points between output files.
+    let mut z: Vec<u64> = Vec::with_capacity(rows);
+    let mut ids = vec![0u32; columns.len()];
+    for i in 0..rows {
+        for (c, k) in keys.iter().enumerate() {
+            ids[c] = cuts[c].partition_point(|cut| *cut <= k[i]) as u32;
+        }
+        z.push(interleave(&ids, bits));
+    }
+    drop(keys);
+    let input_bytes: u64 = bin.files.iter().map(|f| f.size.max(0) as u64).sum();
+    let files_out = (input_bytes.div_ceil(options.target_file_size.max(1))).max(1) as usize;
+    let mut sorted = z.clone();
+    sorted.sort_unstable();
+    let mut file_cuts: Vec<u64> = Vec::new();
+    for f in 1..files_out {
+        let v = sorted[f * rows / files_out];
+        if file_cuts.last() != Some(&v) {
+            file_cuts.push(v);
+        }
+    }
+    drop(sorted);
+    drop(z);
+    let ranges = file_cuts.len() + 1;
+    // Pass 2: all columns, distributed to key ranges; as many ranges per pass as the
+    // memory budget holds (usually all of them).
+    let arrow_estimate = input_bytes.saturating_mul(4).max(1) as usize;
+    let passes = arrow_estimate.div_ceil(memory_budget).clamp(1, ranges);
+    let per_pass = ranges.div_ceil(passes);
+    let mut adds = Vec::new();
+    let mut first = 0usize;
+    while first < ranges {
+        let last = (first + per_pass).min(ranges);
+        let mut buckets: Vec<Vec<(RecordBatch, Vec<u64>)>> = vec![Vec::new(); last - first];
+        let mut stream = ScanBuilder::new(snapshot.clone())
+            .with_files(bin.files.clone())
+            .with_batch_size(64 * 1024)
+            .execute()?;
+        while let Some(batch) = stream.try_next().await? {
+            let zs = z_values(&batch, columns, &cuts, bits)?;
+            let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); last - first];
+            for (i, zv) in zs.iter().enumerate() {
+                let r = file_cuts.partition_point(|c| c <= zv);
+                if r >= first && r < last {
+                    rows_of[r - first].push(i as u32);
+                }
+            }
+            for (b, idx) in rows_of.into_iter().enumerate() {
+                if idx.is_empty() {
+                    continue;
+                }
+                let zsel: Vec<u64> = idx.iter().map(|i| zs[*i as usize]).collect();
+                let part = take_record_batch(&batch, &UInt32Array::from(idx))?;
+                buckets[b].push((part, zsel));
+            }
+        }
+        for bucket in buckets {
+            if bucket.is_empty() {
+                continue;
+            }
+            let schema = bucket[0].0.schema();
+            let batches: Vec<RecordBatch> = bucket.iter().map(|(b, _)| b.clone()).collect();
+            let all = concat_batches(&schema, &batches)?;
+            let zall: Vec<u64> = bucket.into_iter().flat_map(|(_, z)| z).collect();
+            let order =
+                sort_to_indices(&(Arc::new(UInt64Array::from(zall)) as ArrayRef), None, None)?;
+            let sorted = take_record_batch(&all, &order)?;
+            // One file per key range: a writer of its own, sized to hold it whole.
+            let mut one = options.clone();
+            one.target_file_size = u64::MAX;
+            let mut writer = new_writer(snapshot, &one)?;
+            writer.write(&as_table_batch(snapshot, &sorted)?).await?;
+            adds.extend(writer.finish().await?);
+        }
+        first = last;
+    }
+    debug!(inputs = bin.files.len(), outputs = adds.len(), partition = ?bin.partition, "partition Z-ordered");
+    Ok(no_data_change(adds, Some(&tag)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleave_alternates_bits() {
+        assert_eq!(interleave(&[0b11, 0b00], 2), 0b1010);
+        assert_eq!(interleave(&[0b00, 0b11], 2), 0b0101);
+    }
+
+    #[test]
+    fn order_keys_preserve_order() {
+        let a: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![
+            Some(-5),
+            None,
+            Some(0),
+            Some(7),
+        ]));
+        let k = order_keys(&a).unwrap();
+        assert!(k[1] < k[0] && k[0] < k[2] && k[2] < k[3]);
+        let f: ArrayRef = Arc::new(arrow::array::Float64Array::from(vec![-2.5, -0.5, 0.0, 3.0]));
+        let k = order_keys(&f).unwrap();
+        assert!(k[0] < k[1] && k[1] < k[2] && k[2] < k[3]);
+        let s: ArrayRef = Arc::new(arrow::array::StringArray::from(vec!["b", "a", "c"]));
+        let k = order_keys(&s).unwrap();
+        assert!(k[1] < k[0] && k[0] < k[2]);
+    }
+
+    #[test]
+    fn boundaries_split_skewed_data_evenly() {
+        // 90% of values are 1; quantiles still spread the rest.
+        let mut keys: Vec<u64> = vec![1; 900];
+        keys.extend(2..102);
+        let cuts = boundaries(&keys, 4);
+        assert!(!cuts.is_empty());
+        assert!(cuts.windows(2).all(|w| w[0] < w[1]));
+    }
+}
