@@ -74,6 +74,9 @@ pub struct OptimizeBuilder {
     memory_budget: usize,
 }
 
+/// Sorted (column, value) pairs of one partition.
+type PartitionKey = Vec<(String, Option<String>)>;
+
 /// One group of input files rewritten together (a bin, or a Z-order partition).
 struct Bin {
     partition: BTreeMap<String, Option<String>>,
@@ -287,8 +290,7 @@ impl OptimizeBuilder {
         target: u64,
     ) -> (Vec<Bin>, usize, usize) {
         let parts = snapshot.partition_columns();
-        let mut by_partition: BTreeMap<Vec<(String, Option<String>)>, Vec<Arc<Add>>> =
-            BTreeMap::new();
+        let mut by_partition: BTreeMap<PartitionKey, Vec<Arc<Add>>> = BTreeMap::new();
         let mut considered = 0;
         for f in snapshot.files() {
             if filter.is_some_and(|p| !may_match_file(p, &f, parts)) {
