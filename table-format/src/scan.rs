@@ -489,6 +489,13 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
             .filter_map(|c| file_schema.index_of(c.field.physical_name()).ok())
             .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        if let Some(filter) = &ctx.filter {
+            if let Some(row_filter) =
+                pushdown_filter(filter, &columns, &file_schema, builder.parquet_schema())
+            {
+                builder = builder.with_row_filter(row_filter);
+            }
+        }
         let stream = builder
             .with_projection(mask)
             .with_batch_size(batch_size)
@@ -542,6 +549,61 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
             futures::stream::once(futures::future::ready(make(None, rows))).boxed()
         }
     })
+}
+
+/// A Parquet row filter evaluating `filter` on its own columns first: the other
+/// columns are decoded only for the rows that pass (what makes point lookups cheap).
+/// `None` when the filter reads partition columns or columns missing from the file.
+fn pushdown_filter(
+    filter: &BoundExpr,
+    columns: &[OutColumn],
+    file_schema: &Schema,
+    parquet_schema: &SchemaDescriptor,
+) -> Option<parquet::arrow::arrow_reader::RowFilter> {
+    let mut used: Vec<OutColumn> = Vec::new();
+    for path in filter.columns() {
+        let c = columns.iter().find(|c| c.field.name == path[0])?;
+        if c.partition {
+            return None;
+        }
+        if !used.iter().any(|u| u.field.name == c.field.name) {
+            used.push(c.clone());
+        }
+    }
+    if used.is_empty() {
+        return None;
+    }
+    let mut roots = Vec::with_capacity(used.len());
+    for c in &used {
+        roots.push(file_schema.index_of(c.field.physical_name()).ok()?);
+    }
+    let mask = ProjectionMask::roots(parquet_schema, roots);
+    let schema = output_schema(&used);
+    let filter = filter.clone();
+    let predicate = parquet::arrow::arrow_reader::ArrowPredicateFn::new(
+        mask,
+        move |batch: RecordBatch| {
+            let to_arrow = |e: Error| arrow::error::ArrowError::ExternalError(Box::new(e));
+            let mut arrays = Vec::with_capacity(used.len());
+            for c in &used {
+                let a = batch.column_by_name(c.field.physical_name()).ok_or_else(|| {
+                    arrow::error::ArrowError::SchemaError(format!(
+                        "row filter: no column `{}`",
+                        c.field.name
+                    ))
+                })?;
+                let a = conform_array(a, &c.physical, &c.field.name).map_err(to_arrow)?;
+                arrays.push(rename_array(&a, &c.logical).map_err(to_arrow)?);
+            }
+            let logical = RecordBatch::try_new_with_options(
+                schema.clone(),
+                arrays,
+                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+            )?;
+            crate::expr::matching_rows(&filter, &logical).map_err(to_arrow)
+        },
+    );
+    Some(parquet::arrow::arrow_reader::RowFilter::new(vec![Box::new(predicate)]))
 }
 
 /// The row groups of a file that may hold a row matching `filter`, by their Parquet

@@ -1271,21 +1271,22 @@ impl Plan {
                 options.clone(),
             )?;
             let now = chrono::Utc::now().timestamp_millis();
+            // One scan over every file to rewrite: files decode two at a time.
+            let mut stream = ScanBuilder::new(snapshot.clone())
+                .with_files(to_rewrite.clone())
+                .with_batch_size(64 * 1024)
+                .execute()?;
+            while let Some(batch) = stream.try_next().await? {
+                let batch = self.evolve(&batch)?;
+                if let Some(b) = self.merge_batch(&batch, &mut source_matched, stats)? {
+                    if b.num_rows() > 0 {
+                        writer.write(&b).await?;
+                    }
+                }
+            }
             for add in &to_rewrite {
                 out.files_read
                     .insert(file_key(&add.path, add.deletion_vector.as_ref()));
-                let mut stream = ScanBuilder::new(snapshot.clone())
-                    .with_files(vec![add.clone()])
-                    .with_batch_size(64 * 1024)
-                    .execute()?;
-                while let Some(batch) = stream.try_next().await? {
-                    let batch = self.evolve(&batch)?;
-                    if let Some(b) = self.merge_batch(&batch, &mut source_matched, stats)? {
-                        if b.num_rows() > 0 {
-                            writer.write(&b).await?;
-                        }
-                    }
-                }
                 out.removes.push(Remove::for_add(add, now, true));
             }
             out.adds = writer.finish().await?;

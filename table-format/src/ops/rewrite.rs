@@ -15,7 +15,7 @@ use std::time::Instant;
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::kernels::zip::zip;
 use arrow::compute::{filter_record_batch, not};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tracing::debug;
 
 use crate::error::{Error, Result};
@@ -127,9 +127,8 @@ pub(crate) async fn rewrite(
     }
 
     // Pass 1: which candidates hold a matching row? Only the predicate's columns.
-    let mut to_rewrite: Vec<Arc<Add>> = Vec::new();
-    match predicate {
-        None => to_rewrite = candidates,
+    let to_rewrite: Vec<Arc<Add>> = match predicate {
+        None => candidates,
         Some(pred) => {
             let mut columns: Vec<String> = Vec::new();
             for p in pred.columns() {
@@ -137,28 +136,38 @@ pub(crate) async fn rewrite(
                     columns.push(p[0].clone());
                 }
             }
-            for add in candidates {
-                out.files_scanned += 1;
+            out.files_scanned = candidates.len();
+            for add in &candidates {
                 out.files_read
                     .insert(file_key(&add.path, add.deletion_vector.as_ref()));
-                let mut scan = ScanBuilder::new(snapshot.clone()).with_files(vec![add.clone()]);
-                if !columns.is_empty() {
-                    scan = scan.with_columns(&columns);
-                }
-                let mut stream = scan.with_batch_size(64 * 1024).execute()?;
-                let mut hit = false;
-                while let Some(batch) = stream.try_next().await? {
-                    if evaluate_predicate(pred, &batch)?.true_count() > 0 {
-                        hit = true;
-                        break;
-                    }
-                }
-                if hit {
-                    to_rewrite.push(add);
-                }
             }
+            // Two files at a time: each decodes on its own core.
+            let hits: Vec<(Arc<Add>, bool)> = futures::stream::iter(candidates)
+                .map(|add| {
+                    let columns = columns.clone();
+                    async move {
+                        let mut scan =
+                            ScanBuilder::new(snapshot.clone()).with_files(vec![add.clone()]);
+                        if !columns.is_empty() {
+                            scan = scan.with_columns(&columns);
+                        }
+                        let mut stream = scan.with_batch_size(64 * 1024).execute()?;
+                        while let Some(batch) = stream.try_next().await? {
+                            if evaluate_predicate(pred, &batch)?.true_count() > 0 {
+                                return Ok::<_, Error>((add, true));
+                            }
+                        }
+                        Ok((add, false))
+                    }
+                })
+                .buffer_unordered(2)
+                .try_collect()
+                .await?;
+            let mut hits = hits;
+            hits.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+            hits.into_iter().filter(|h| h.1).map(|h| h.0).collect()
         }
-    }
+    };
     out.scan_ms = started.elapsed().as_millis() as u64;
 
     // Pass 2: rewrite the files with matches, streaming.
@@ -173,31 +182,34 @@ pub(crate) async fn rewrite(
             &partition_columns,
             options,
         )?;
-        for add in &to_rewrite {
-            out.files_read
-                .insert(file_key(&add.path, add.deletion_vector.as_ref()));
-            let mut stream = ScanBuilder::new(snapshot.clone())
-                .with_files(vec![add.clone()])
-                .with_batch_size(64 * 1024)
-                .execute()?;
-            while let Some(batch) = stream.try_next().await? {
-                let matched = match predicate {
-                    Some(p) => matching_rows(p, &batch)?,
-                    None => BooleanArray::from(vec![true; batch.num_rows()]),
-                };
-                let n_matched = matched.true_count();
-                out.rows_matched += n_matched as u64;
-                out.rows_copied += (batch.num_rows() - n_matched) as u64;
-                let new_batch = match change {
-                    RowChange::Delete => filter_record_batch(&batch, &not(&matched)?)?,
-                    RowChange::Update(assignments) => {
-                        apply_assignments(&batch, &matched, assignments, snapshot)?
-                    }
-                };
+        // One scan over every file to rewrite: files decode two at a time.
+        let mut stream = ScanBuilder::new(snapshot.clone())
+            .with_files(to_rewrite.clone())
+            .with_batch_size(64 * 1024)
+            .execute()?;
+        while let Some(batch) = stream.try_next().await? {
+            let matched = match predicate {
+                Some(p) => matching_rows(p, &batch)?,
+                None => BooleanArray::from(vec![true; batch.num_rows()]),
+            };
+            let n_matched = matched.true_count();
+            out.rows_matched += n_matched as u64;
+            out.rows_copied += (batch.num_rows() - n_matched) as u64;
+            let new_batch = match change {
+                RowChange::Delete => filter_record_batch(&batch, &not(&matched)?)?,
+                RowChange::Update(assignments) => {
+                    apply_assignments(&batch, &matched, assignments, snapshot)?
+                }
+            };
+            if new_batch.num_rows() > 0 {
                 let new_batch =
                     RecordBatch::try_new(arrow_schema.clone(), new_batch.columns().to_vec())?;
                 writer.write(&new_batch).await?;
             }
+        }
+        for add in &to_rewrite {
+            out.files_read
+                .insert(file_key(&add.path, add.deletion_vector.as_ref()));
             out.removes.push(Remove::for_add(add, now, true));
         }
         out.adds = writer.finish().await?;
