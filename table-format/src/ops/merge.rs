@@ -275,7 +275,13 @@ impl MergeBuilder {
         let mut stats = MergeResult::nothing(snapshot.clone(), false);
         stats.source_rows = plan.source.num_rows() as u64;
         let outcome = plan.run(&snapshot, &self.options, &mut stats).await?;
-        if outcome.removes.is_empty() && outcome.adds.is_empty() && plan.metadata.is_none() {
+        // With an application transaction, even a merge that changes nothing commits
+        // (its `txn` alone), so that a replay of the batch is recognised.
+        if outcome.removes.is_empty()
+            && outcome.adds.is_empty()
+            && plan.metadata.is_none()
+            && self.app.is_none()
+        {
             info!("MERGE changed nothing; nothing committed");
             return Ok(stats);
         }
@@ -1272,17 +1278,26 @@ impl Plan {
             )?;
             let now = chrono::Utc::now().timestamp_millis();
             // One scan over every file to rewrite: files decode two at a time.
-            let mut stream = ScanBuilder::new(snapshot.clone())
-                .with_files(to_rewrite.clone())
-                .with_batch_size(64 * 1024)
-                .execute()?;
-            while let Some(batch) = stream.try_next().await? {
-                let batch = self.evolve(&batch)?;
-                if let Some(b) = self.merge_batch(&batch, &mut source_matched, stats)? {
-                    if b.num_rows() > 0 {
-                        writer.write(&b).await?;
+            let rewritten = async {
+                let mut stream = ScanBuilder::new(snapshot.clone())
+                    .with_files(to_rewrite.clone())
+                    .with_batch_size(64 * 1024)
+                    .execute()?;
+                while let Some(batch) = stream.try_next().await? {
+                    let batch = self.evolve(&batch)?;
+                    if let Some(b) = self.merge_batch(&batch, &mut source_matched, stats)? {
+                        if b.num_rows() > 0 {
+                            writer.write(&b).await?;
+                        }
                     }
                 }
+                Ok::<_, Error>(())
+            }
+            .await;
+            if let Err(e) = rewritten {
+                crate::ops::write::delete_unreferenced(snapshot.store(), &writer.written())
+                    .await;
+                return Err(e);
             }
             for add in &to_rewrite {
                 out.files_read
@@ -1304,11 +1319,9 @@ impl Plan {
                     &joined,
                     &BooleanArray::from(vec![true; rows.num_rows()]),
                 )?;
-                let inserted = RecordBatch::try_new(self.target_arrow.clone(), columns)?;
-                let inserted = filter_record_batch(&inserted, &chosen)?;
+                let inserted = self.target_batch(columns, &chosen)?;
                 stats.rows_inserted += inserted.num_rows() as u64;
                 if inserted.num_rows() > 0 {
-                    check_not_null(&self.target, &inserted)?;
                     let mut writer = DataWriter::new(
                         snapshot.store().clone(),
                         &self.target,
@@ -1316,7 +1329,12 @@ impl Plan {
                         &partition_columns,
                         options.clone(),
                     )?;
-                    writer.write(&inserted).await?;
+                    if let Err(e) = writer.write(&inserted).await {
+                        let mut paths = writer.written();
+                        paths.extend(out.adds.iter().map(|a| a.path.clone()));
+                        crate::ops::write::delete_unreferenced(snapshot.store(), &paths).await;
+                        return Err(e);
+                    }
                     out.adds.extend(writer.finish().await?);
                 }
             }
@@ -1369,7 +1387,13 @@ impl Plan {
                 if filter.as_ref().is_some_and(|f| !f.value(i)) {
                     continue;
                 }
-                if self.matches(rows.row(i).data()).next().is_some() {
+                let mut found = self.matches(rows.row(i).data());
+                if found.next().is_some() {
+                    // Without a residual condition, a second source row for the key is
+                    // a duplicate match: refuse before anything is written.
+                    if self.residual.is_none() && found.next().is_some() {
+                        return Err(duplicate_match(&batch, &key_positions(self, &batch), i));
+                    }
                     return Ok(true);
                 }
             }
@@ -1498,23 +1522,13 @@ impl Plan {
                 match v[t as usize] {
                     None => v[t as usize] = Some(s),
                     Some(_) => {
-                        return Err(duplicate_match(
-                            batch,
-                            &self.target,
-                            &self.key_columns,
-                            t as usize,
-                        ))
+                        return Err(duplicate_match(batch, &key_positions(self, batch), t as usize,))
                     }
                 }
             }
             source_idx = UInt32Array::from(v);
         } else if let Some((t, _)) = multi.first() {
-            return Err(duplicate_match(
-                batch,
-                &self.target,
-                &self.key_columns,
-                *t as usize,
-            ));
+            return Err(duplicate_match(batch, &key_positions(self, batch), *t as usize,));
         }
         let matched = arrow::compute::is_not_null(&source_idx)?;
         let n_matched = matched.true_count();
@@ -1549,9 +1563,34 @@ impl Plan {
             changed = or(&changed, &chosen)?;
         }
         stats.rows_copied += (n - changed.true_count()) as u64;
-        let out = RecordBatch::try_new(self.target_arrow.clone(), columns)
-            .map_err(|e| not_null_error(&self.target, e))?;
-        Ok(Some(filter_record_batch(&out, &keep)?))
+        Ok(Some(self.target_batch(columns, &keep)?))
+    }
+
+    /// The rows of `keep` as a batch of the target schema; a NULL bound for a
+    /// non-nullable column is an error naming it.
+    fn target_batch(&self, columns: Vec<ArrayRef>, keep: &BooleanArray) -> Result<RecordBatch> {
+        let all_kept = keep.true_count() == keep.len();
+        let mut out = Vec::with_capacity(columns.len());
+        for (f, c) in self.target.fields.iter().zip(columns) {
+            let c = if all_kept {
+                c
+            } else {
+                arrow::compute::filter(&c, keep)?
+            };
+            if !f.nullable && c.null_count() > 0 {
+                return Err(Error::SchemaMismatch {
+                    column: f.name.clone(),
+                    reason: "MERGE would write NULL into this non-nullable column".into(),
+                });
+            }
+            out.push(c);
+        }
+        let rows = keep.true_count();
+        Ok(RecordBatch::try_new_with_options(
+            self.target_arrow.clone(),
+            out,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
     }
 
     /// Applies matched (or by-source) clauses in order to the rows of `rows_mask`:
@@ -1640,43 +1679,30 @@ impl Plan {
     }
 }
 
-fn duplicate_match(batch: &RecordBatch, target: &StructType, keys: &[usize], row: usize) -> Error {
+/// The key columns of `batch` as (position, name).
+fn key_positions(plan: &Plan, batch: &RecordBatch) -> Vec<(usize, String)> {
+    plan.key_columns
+        .iter()
+        .filter_map(|i| {
+            let name = &plan.target.fields[*i].name;
+            batch.schema().index_of(name).ok().map(|p| (p, name.clone()))
+        })
+        .collect()
+}
+
+/// The error for a target row matched by several source rows; `keys` are the key
+/// columns as (position in `batch`, name).
+fn duplicate_match(batch: &RecordBatch, keys: &[(usize, String)], row: usize) -> Error {
     let key_text: Vec<String> = keys
         .iter()
-        .map(|i| {
+        .map(|(i, name)| {
             let v = arrow::util::display::array_value_to_string(batch.column(*i), row)
                 .unwrap_or_default();
-            format!("{} = {v}", target.fields[*i].name)
+            format!("{name} = {v}")
         })
         .collect();
     Error::InvalidArgument(format!(
         "MERGE: several source rows match the same target row ({}); deduplicate the source (e.g. --dedupe-by an ordering column)",
         key_text.join(", ")
     ))
-}
-
-/// Rejects NULLs written into non-nullable columns, naming the column.
-fn check_not_null(target: &StructType, batch: &RecordBatch) -> Result<()> {
-    for (f, c) in target.fields.iter().zip(batch.columns()) {
-        if !f.nullable && c.null_count() > 0 {
-            return Err(Error::SchemaMismatch {
-                column: f.name.clone(),
-                reason: "MERGE would write NULL into this non-nullable column".into(),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn not_null_error(target: &StructType, e: arrow::error::ArrowError) -> Error {
-    let text = e.to_string();
-    for f in &target.fields {
-        if !f.nullable && text.contains(&f.name) {
-            return Error::SchemaMismatch {
-                column: f.name.clone(),
-                reason: "MERGE would write NULL into this non-nullable column".into(),
-            };
-        }
-    }
-    Error::Arrow(e)
 }

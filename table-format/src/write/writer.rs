@@ -413,6 +413,12 @@ impl DataWriter {
         Ok(())
     }
 
+    /// The `add.path`s of the files completed so far: what to delete when the
+    /// operation fails before committing.
+    pub fn written(&self) -> Vec<String> {
+        self.done.iter().map(|a| a.path.clone()).collect()
+    }
+
     /// Closes every open file and returns the `add` actions of all files written.
     pub async fn finish(mut self) -> Result<Vec<Add>> {
         let mut open: Vec<(String, OpenFile)> = self.open.drain().collect();

@@ -192,7 +192,9 @@ struct Args {
 const STEPS: [&str; 13] = [
     "W1", "W2", "W3", "W4", "W5", "W5b", "W6setup", "W6a", "W6b", "W6c", "W7", "W8", "W9",
 ];
-const IMPLEMENTED: [&str; 6] = ["W1", "W2", "W3", "W5", "W6setup", "W7"];
+const IMPLEMENTED: [&str; 10] = [
+    "W1", "W2", "W3", "W5", "W5b", "W6setup", "W6a", "W6b", "W6c", "W7",
+];
 const TABLES: [&str; 4] = ["w1", "w2", "w6", "w9"];
 
 /// The table a step creates (and so must not find already there).
@@ -798,13 +800,115 @@ async fn w3_open_latest(cfg: &Config) -> Result<()> {
 /// `seconds`, so `compare.py` lists it as "not measured on Shoal yet").
 async fn w5_zorder(cfg: &Config) -> Result<()> {
     point_lookups(cfg, "W5", "before_zorder").await?;
-    for name in ["zorder", "point_lookup_after_zorder"] {
-        print_line(
-            &json!({"workload": "W5", "name": "_skipped", "skipped": true, "skipped_name": name,
-                    "reason": "z-order is not implemented in Shoal yet"})
-            .to_string(),
-        );
+    zorder(cfg, "W5", "zorder", None).await?;
+    point_lookups(cfg, "W5", "after_zorder").await
+}
+
+/// W5b: z-order W1's table again into ~8 MiB files; lookups.
+async fn w5b_zorder_small_files(cfg: &Config) -> Result<()> {
+    zorder(cfg, "W5b", "zorder_8mib_files", Some(8 * 1024 * 1024)).await?;
+    point_lookups(cfg, "W5b", "after_zorder_8mib").await
+}
+
+/// Z-orders `w1` by (user_id, ts), rewriting every file (`--full`, as delta-rs does).
+async fn zorder(cfg: &Config, step: &str, name: &str, target_size: Option<u64>) -> Result<()> {
+    let table = cfg.table("w1")?;
+    let before = table.snapshot().await?;
+    let (_, rows_before) = before.totals();
+    let files_before = before.num_files();
+    let mut o = table
+        .optimize()
+        .with_snapshot(before)
+        .with_zorder_by(&["user_id", "ts"])
+        .with_full(true);
+    if let Some(size) = target_size {
+        o = o.with_target_size(size);
     }
+    let t = Instant::now();
+    let r = o.execute().await?;
+    let seconds = t.elapsed().as_secs_f64();
+    let after = table.snapshot().await?;
+    let (bytes, rows) = after.totals();
+    let verified = rows == rows_before && !r.unchanged;
+    emit(
+        step,
+        name,
+        seconds,
+        json!({
+            "rows": rows, "files_before": files_before, "files_after": after.num_files(),
+            "parquet_mb_after": (bytes as f64 / 1e6 * 100.0).round() / 100.0,
+            "target_size": target_size, "verified": verified,
+            "metrics": {"numFilesAdded": r.files_added, "numFilesRemoved": r.files_removed,
+                        "partitionsOptimized": r.partitions_optimized},
+            "peak_rss_mb": peak_rss_mb(),
+        }),
+    );
+    Ok(())
+}
+
+/// W6a: 500k updates spread uniformly over the id range + 500k new ids.
+async fn w6a_merge_upsert(cfg: &Config) -> Result<()> {
+    let n_rows = (cfg.w1_commits() * cfg.w1_rows_per_commit()) as i64;
+    let n_upd = cfg.n(500_000, 100) as i64;
+    let stride = n_rows / n_upd;
+    let update_ids: Vec<i64> = (0..n_upd).map(|i| i * stride + stride / 2).collect();
+    let insert_ids: Vec<i64> = (n_rows..n_rows + n_upd).collect();
+    run_merge(cfg, "merge_upsert", &update_ids, &insert_ids).await
+}
+
+/// W6b/W6c: every other id of the newest 1% of ids is updated, plus as many new ids.
+async fn w6b_merge_cdc(cfg: &Config, name: &str) -> Result<()> {
+    let table = cfg.table("w6")?;
+    let n_rows = snapshot_rows(&table.snapshot().await?).unwrap_or(0);
+    let window = n_rows / 100;
+    let update_ids: Vec<i64> = (n_rows - window..n_rows).step_by(2).collect();
+    let insert_ids: Vec<i64> = (n_rows..n_rows + update_ids.len() as i64).collect();
+    run_merge(cfg, name, &update_ids, &insert_ids).await
+}
+
+/// MERGE (update all when matched, insert all when not) of source rows made with the
+/// MERGE seed, on `id`.
+async fn run_merge(cfg: &Config, name: &str, update_ids: &[i64], insert_ids: &[i64]) -> Result<()> {
+    let table = cfg.table("w6")?;
+    let ids: Vec<i64> = update_ids.iter().chain(insert_ids).copied().collect();
+    let source = events_for_ids(&ids, SEED + 1);
+    let before = table.snapshot().await?;
+    let rows_before = snapshot_rows(&before).unwrap_or(-1);
+    let files_before = before.num_files();
+    let rss_before = peak_rss_mb();
+    let t = Instant::now();
+    let r = table
+        .merge(vec![source], "target.id = source.id")
+        .with_snapshot(before)
+        .when_matched_update_all(None)
+        .when_not_matched_insert_all(None)
+        .execute()
+        .await?;
+    let seconds = t.elapsed().as_secs_f64();
+    let after = table.snapshot().await?;
+    let rows = snapshot_rows(&after).unwrap_or(-1);
+    let verified = rows == rows_before + insert_ids.len() as i64
+        && r.rows_updated == update_ids.len() as u64
+        && r.rows_inserted == insert_ids.len() as u64;
+    emit(
+        "W6",
+        name,
+        seconds,
+        json!({
+            "rows": rows, "source_rows": ids.len(), "updates": update_ids.len(),
+            "inserts": insert_ids.len(), "files_before": files_before,
+            "files_after": after.num_files(), "files_added": r.files_added,
+            "files_removed": r.files_removed, "rss_before_mb": rss_before, "verified": verified,
+            "metrics": {"num_source_rows": r.source_rows, "num_target_rows_inserted": r.rows_inserted,
+                        "num_target_rows_updated": r.rows_updated, "num_target_rows_deleted": r.rows_deleted,
+                        "num_target_rows_copied": r.rows_copied, "num_target_files_added": r.files_added,
+                        "num_target_files_removed": r.files_removed,
+                        "num_target_files_skipped": r.files_skipped,
+                        "num_target_files_scanned": r.files_scanned,
+                        "scan_time_ms": r.scan_ms, "rewrite_time_ms": r.rewrite_ms},
+            "peak_rss_mb": peak_rss_mb(),
+        }),
+    );
     Ok(())
 }
 
@@ -1071,7 +1175,11 @@ async fn run_step(cfg: &Config, step: &str) -> Result<()> {
         "W2" => w2_stream_append(cfg).await,
         "W3" => w3_open_latest(cfg).await,
         "W5" => w5_zorder(cfg).await,
+        "W5b" => w5b_zorder_small_files(cfg).await,
         "W6setup" => w6_setup(cfg).await,
+        "W6a" => w6a_merge_upsert(cfg).await,
+        "W6b" => w6b_merge_cdc(cfg, "merge_cdc_recent_1pct").await,
+        "W6c" => w6b_merge_cdc(cfg, "merge_cdc_recent_1pct_not_streamed").await,
         "W7" => w7_delete(cfg).await,
         other => bail!("step {other} is not implemented"),
     }
