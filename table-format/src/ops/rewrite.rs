@@ -183,29 +183,38 @@ pub(crate) async fn rewrite(
             options,
         )?;
         // One scan over every file to rewrite: files decode two at a time.
-        let mut stream = ScanBuilder::new(snapshot.clone())
-            .with_files(to_rewrite.clone())
-            .with_batch_size(64 * 1024)
-            .execute()?;
-        while let Some(batch) = stream.try_next().await? {
-            let matched = match predicate {
-                Some(p) => matching_rows(p, &batch)?,
-                None => BooleanArray::from(vec![true; batch.num_rows()]),
-            };
-            let n_matched = matched.true_count();
-            out.rows_matched += n_matched as u64;
-            out.rows_copied += (batch.num_rows() - n_matched) as u64;
-            let new_batch = match change {
-                RowChange::Delete => filter_record_batch(&batch, &not(&matched)?)?,
-                RowChange::Update(assignments) => {
-                    apply_assignments(&batch, &matched, assignments, snapshot)?
+        let written = async {
+            let mut stream = ScanBuilder::new(snapshot.clone())
+                .with_files(to_rewrite.clone())
+                .with_batch_size(64 * 1024)
+                .execute()?;
+            while let Some(batch) = stream.try_next().await? {
+                let matched = match predicate {
+                    Some(p) => matching_rows(p, &batch)?,
+                    None => BooleanArray::from(vec![true; batch.num_rows()]),
+                };
+                let n_matched = matched.true_count();
+                out.rows_matched += n_matched as u64;
+                out.rows_copied += (batch.num_rows() - n_matched) as u64;
+                let new_batch = match change {
+                    RowChange::Delete => filter_record_batch(&batch, &not(&matched)?)?,
+                    RowChange::Update(assignments) => {
+                        apply_assignments(&batch, &matched, assignments, snapshot)?
+                    }
+                };
+                if new_batch.num_rows() > 0 {
+                    let new_batch =
+                        RecordBatch::try_new(arrow_schema.clone(), new_batch.columns().to_vec())?;
+                    writer.write(&new_batch).await?;
                 }
-            };
-            if new_batch.num_rows() > 0 {
-                let new_batch =
-                    RecordBatch::try_new(arrow_schema.clone(), new_batch.columns().to_vec())?;
-                writer.write(&new_batch).await?;
             }
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = written {
+            // Nothing references what was written: remove it rather than leave it to vacuum.
+            crate::ops::write::delete_unreferenced(snapshot.store(), &writer.written()).await;
+            return Err(e);
         }
         for add in &to_rewrite {
             out.files_read
