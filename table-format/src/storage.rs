@@ -215,6 +215,30 @@ impl TableStore {
         Ok(self.store.list(Some(&self.root)).try_collect().await?)
     }
 
+    /// The table's root prefix inside the store.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// One level of the directory `prefix`: its objects and its subdirectories (as
+    /// prefixes). For walks that prune whole directories, as VACUUM prunes `_delta_log/`.
+    pub async fn list_dir(&self, prefix: &Path) -> Result<(Vec<ObjectMeta>, Vec<Path>)> {
+        match self.store.list_with_delimiter(Some(prefix)).await {
+            Ok(r) => Ok((r.objects, r.common_prefixes)),
+            Err(object_store::Error::NotFound { .. }) => Ok((Vec::new(), Vec::new())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Streams every object under `prefix`, recursively, in no particular order, without
+    /// collecting the listing.
+    pub fn list_stream(
+        &self,
+        prefix: &Path,
+    ) -> futures::stream::BoxStream<'static, Result<ObjectMeta>> {
+        futures::StreamExt::boxed(self.store.list(Some(prefix)).map_err(Error::from))
+    }
+
     /// The path of `location` relative to the table root.
     pub fn relative(&self, location: &Path) -> Option<String> {
         let parts: Vec<_> = location.prefix_match(&self.root)?.collect();
