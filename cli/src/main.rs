@@ -138,6 +138,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete data files no version inside the retention window uses (and, with
+    /// --logs, expired log files behind a checkpoint).
+    Vacuum {
+        table: String,
+        /// Retention in hours (default: delta.deletedFileRetentionDuration, 7 days).
+        #[arg(long)]
+        retain: Option<f64>,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a retention shorter than the table's.
+        #[arg(long)]
+        force: bool,
+        /// Also delete expired commits and checkpoints (delta.logRetentionDuration).
+        #[arg(long)]
+        logs: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll the table back to an older version, as a new commit (history is kept).
+    Restore {
+        table: String,
+        #[arg(
+            long,
+            conflicts_with = "timestamp",
+            required_unless_present = "timestamp"
+        )]
+        version: Option<i64>,
+        /// RFC 3339, e.g. 2024-01-01T00:00:00Z
+        #[arg(long)]
+        timestamp: Option<String>,
+    },
     /// Update the rows matching a predicate.
     Update {
         table: String,
@@ -537,6 +569,92 @@ async fn run(cli: Cli) -> Result<()> {
                     r.bytes_after,
                     r.partitions_optimized,
                     r.files_skipped
+                );
+            }
+        }
+        Command::Vacuum {
+            table,
+            retain,
+            dry_run,
+            force,
+            logs,
+            json,
+        } => {
+            let t = Table::at(&table)?;
+            let r = t
+                .vacuum()
+                .with_retention_hours(retain)
+                .with_dry_run(dry_run)
+                .with_force(force)
+                .execute()
+                .await?;
+            let cleanup = if logs {
+                Some(
+                    shoal_format::ops::vacuum::LogCleanupBuilder::new(t.store().clone())
+                        .with_dry_run(dry_run)
+                        .execute()
+                        .await?,
+                )
+            } else {
+                None
+            };
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "dry_run": r.dry_run,
+                        "files_deleted": r.files_deleted,
+                        "bytes_deleted": r.bytes_deleted,
+                        "files_kept": r.files_kept,
+                        "paths": r.paths,
+                        "log_files_deleted": cleanup.as_ref().map(|c| c.files_deleted),
+                    })
+                );
+            } else {
+                let verb = if r.dry_run { "would delete" } else { "deleted" };
+                if r.dry_run {
+                    for p in &r.paths {
+                        println!("{p}");
+                    }
+                }
+                println!(
+                    "{verb} {} file(s), {} bytes; {} file(s) kept",
+                    r.files_deleted, r.bytes_deleted, r.files_kept
+                );
+                if let Some(c) = cleanup {
+                    println!(
+                        "log: {verb} {} expired file(s) before checkpoint {}",
+                        c.files_deleted,
+                        c.checkpoint_version
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "(none)".into())
+                    );
+                }
+            }
+        }
+        Command::Restore {
+            table,
+            version,
+            timestamp,
+        } => {
+            let t = Table::at(&table)?;
+            let mut b = t.restore();
+            if let Some(v) = version {
+                b = b.with_version(v);
+            }
+            if let Some(ts) = &timestamp {
+                b = b.with_timestamp_ms(parse_timestamp(ts)?);
+            }
+            let r = b.execute().await?;
+            if r.unchanged {
+                println!(
+                    "the table already holds the data of the requested version; nothing committed (version {})",
+                    r.version
+                );
+            } else {
+                println!(
+                    "committed version {}: restored version {} ({} file(s) added back, {} removed)",
+                    r.version, r.restored_version, r.files_added, r.files_removed
                 );
             }
         }

@@ -82,6 +82,17 @@ impl Table {
         crate::ops::optimize::OptimizeBuilder::new(self.store.clone())
     }
 
+    /// VACUUM: delete files no version inside the retention window references.
+    pub fn vacuum(&self) -> crate::ops::vacuum::VacuumBuilder {
+        crate::ops::vacuum::VacuumBuilder::new(self.store.clone())
+    }
+
+    /// RESTORE: a new commit that returns the table to `.with_version(v)` or
+    /// `.with_timestamp_ms(t)`.
+    pub fn restore(&self) -> crate::ops::restore::RestoreBuilder {
+        crate::ops::restore::RestoreBuilder::new(self.store.clone())
+    }
+
     pub fn scan(&self, snapshot: Snapshot) -> ScanBuilder {
         ScanBuilder::new(snapshot)
     }
