@@ -580,18 +580,19 @@ fn pushdown_filter(
     let mask = ProjectionMask::roots(parquet_schema, roots);
     let schema = output_schema(&used);
     let filter = filter.clone();
-    let predicate = parquet::arrow::arrow_reader::ArrowPredicateFn::new(
-        mask,
-        move |batch: RecordBatch| {
+    let predicate =
+        parquet::arrow::arrow_reader::ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
             let to_arrow = |e: Error| arrow::error::ArrowError::ExternalError(Box::new(e));
             let mut arrays = Vec::with_capacity(used.len());
             for c in &used {
-                let a = batch.column_by_name(c.field.physical_name()).ok_or_else(|| {
-                    arrow::error::ArrowError::SchemaError(format!(
-                        "row filter: no column `{}`",
-                        c.field.name
-                    ))
-                })?;
+                let a = batch
+                    .column_by_name(c.field.physical_name())
+                    .ok_or_else(|| {
+                        arrow::error::ArrowError::SchemaError(format!(
+                            "row filter: no column `{}`",
+                            c.field.name
+                        ))
+                    })?;
                 let a = conform_array(a, &c.physical, &c.field.name).map_err(to_arrow)?;
                 arrays.push(rename_array(&a, &c.logical).map_err(to_arrow)?);
             }
@@ -601,9 +602,10 @@ fn pushdown_filter(
                 &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
             )?;
             crate::expr::matching_rows(&filter, &logical).map_err(to_arrow)
-        },
-    );
-    Some(parquet::arrow::arrow_reader::RowFilter::new(vec![Box::new(predicate)]))
+        });
+    Some(parquet::arrow::arrow_reader::RowFilter::new(vec![
+        Box::new(predicate),
+    ]))
 }
 
 /// The row groups of a file that may hold a row matching `filter`, by their Parquet
@@ -653,7 +655,10 @@ fn row_groups_to_read(
             if let Some(v) = stat_value(&lo, g) {
                 mins[g].insert(c.field.name.clone(), v);
             }
-            if let Some(v) = stat_value(&hi, g) {
+            // Parquet leaves NaN out of float maxima, and NaN sorts above every
+            // number: a float maximum is no upper bound.
+            let float = matches!(hi.data_type(), ArrowType::Float32 | ArrowType::Float64);
+            if let Some(v) = stat_value(&hi, g).filter(|_| !float) {
                 maxes[g].insert(c.field.name.clone(), v);
             }
             if nc.is_valid(g) {

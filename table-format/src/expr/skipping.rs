@@ -152,6 +152,18 @@ pub fn must_match(
     if stats.num_records().is_none() || !never_null(predicate) {
         return false;
     }
+    // Float statistics may leave NaN out: they never prove that every row matches.
+    let mut reads_floats = false;
+    predicate.visit(&mut |node| {
+        if matches!(node.kind, BoundKind::Column(_))
+            && matches!(node.data_type, DataType::Float | DataType::Double)
+        {
+            reads_floats = true;
+        }
+    });
+    if reads_floats {
+        return false;
+    }
     let columns_have_nulls = predicate.columns().iter().any(|p| {
         if pruner.is_partition_column(p) {
             !matches!(partition_values.get(&p[0]), Some(Some(_)))
@@ -616,6 +628,11 @@ fn stat_key(v: &Value, t: &DataType, side: Side) -> Option<Key> {
             ))
         }
         DataType::Float | DataType::Double => {
+            // NaN sorts above every number, and writers (Parquet, delta-rs) leave NaN out
+            // of their maxima: a float maximum is never an upper bound to trust.
+            if side == Side::Max {
+                return None;
+            }
             let f = v.as_f64()?;
             if f.is_nan() {
                 return None;

@@ -1295,8 +1295,7 @@ impl Plan {
             }
             .await;
             if let Err(e) = rewritten {
-                crate::ops::write::delete_unreferenced(snapshot.store(), &writer.written())
-                    .await;
+                crate::ops::write::delete_unreferenced(snapshot.store(), &writer.written()).await;
                 return Err(e);
             }
             for add in &to_rewrite {
@@ -1522,13 +1521,21 @@ impl Plan {
                 match v[t as usize] {
                     None => v[t as usize] = Some(s),
                     Some(_) => {
-                        return Err(duplicate_match(batch, &key_positions(self, batch), t as usize,))
+                        return Err(duplicate_match(
+                            batch,
+                            &key_positions(self, batch),
+                            t as usize,
+                        ))
                     }
                 }
             }
             source_idx = UInt32Array::from(v);
         } else if let Some((t, _)) = multi.first() {
-            return Err(duplicate_match(batch, &key_positions(self, batch), *t as usize,));
+            return Err(duplicate_match(
+                batch,
+                &key_positions(self, batch),
+                *t as usize,
+            ));
         }
         let matched = arrow::compute::is_not_null(&source_idx)?;
         let n_matched = matched.true_count();
@@ -1685,7 +1692,11 @@ fn key_positions(plan: &Plan, batch: &RecordBatch) -> Vec<(usize, String)> {
         .iter()
         .filter_map(|i| {
             let name = &plan.target.fields[*i].name;
-            batch.schema().index_of(name).ok().map(|p| (p, name.clone()))
+            batch
+                .schema()
+                .index_of(name)
+                .ok()
+                .map(|p| (p, name.clone()))
         })
         .collect()
 }

@@ -192,8 +192,8 @@ struct Args {
 const STEPS: [&str; 13] = [
     "W1", "W2", "W3", "W4", "W5", "W5b", "W6setup", "W6a", "W6b", "W6c", "W7", "W8", "W9",
 ];
-const IMPLEMENTED: [&str; 10] = [
-    "W1", "W2", "W3", "W5", "W5b", "W6setup", "W6a", "W6b", "W6c", "W7",
+const IMPLEMENTED: [&str; 12] = [
+    "W1", "W2", "W3", "W4", "W5", "W5b", "W6setup", "W6a", "W6b", "W6c", "W7", "W8",
 ];
 const TABLES: [&str; 4] = ["w1", "w2", "w6", "w9"];
 
@@ -804,6 +804,86 @@ async fn w5_zorder(cfg: &Config) -> Result<()> {
     point_lookups(cfg, "W5", "after_zorder").await
 }
 
+/// W4 on `w2`: full scans before and after compacting its 2,000 small files.
+async fn w4_optimize_compact(cfg: &Config) -> Result<()> {
+    let table = cfg.table("w2")?;
+    async fn measure(table: &Table, when: &str) -> Result<()> {
+        let snap = table.snapshot().await?;
+        let files = snap.num_files();
+        let expected = snapshot_rows(&snap).unwrap_or(-1);
+        let (seconds, runs, rows) = median_time(3, || {
+            let snap = snap.clone();
+            async move {
+                let mut stream = table.scan(snap).with_batch_size(64 * 1024).execute()?;
+                let mut rows = 0usize;
+                while let Some(b) = stream.try_next().await? {
+                    rows += b.num_rows();
+                }
+                Ok(rows)
+            }
+        })
+        .await?;
+        emit(
+            "W4",
+            &format!("scan_{when}"),
+            seconds,
+            json!({"runs_s": runs, "rows": rows, "files": files,
+                   "verified": rows as i64 == expected, "peak_rss_mb": peak_rss_mb()}),
+        );
+        Ok(())
+    }
+    measure(&table, "before_compact").await?;
+    let before = table.snapshot().await?;
+    let files_before = before.num_files();
+    let rows_before = snapshot_rows(&before);
+    let t = Instant::now();
+    let r = table.optimize().with_snapshot(before).execute().await?;
+    let seconds = t.elapsed().as_secs_f64();
+    let after = table.snapshot().await?;
+    let (bytes, rows) = after.totals();
+    emit(
+        "W4",
+        "optimize_compact",
+        seconds,
+        json!({"rows": rows, "files_before": files_before, "files_after": after.num_files(),
+               "parquet_mb_after": (bytes as f64 / 1e6 * 100.0).round() / 100.0,
+               "verified": rows == rows_before && !r.unchanged,
+               "metrics": {"numFilesAdded": r.files_added, "numFilesRemoved": r.files_removed,
+                           "partitionsOptimized": r.partitions_optimized},
+               "peak_rss_mb": peak_rss_mb()}),
+    );
+    measure(&table, "after_compact").await
+}
+
+/// W8 on `w2` after W4: VACUUM with zero retention.
+async fn w8_vacuum(cfg: &Config) -> Result<()> {
+    let table = cfg.table("w2")?;
+    let rows_expected = snapshot_rows(&table.snapshot().await?).unwrap_or(-1);
+    let t = Instant::now();
+    let r = table
+        .vacuum()
+        .with_retention_hours(Some(0.0))
+        .with_force(true)
+        .execute()
+        .await?;
+    let seconds = t.elapsed().as_secs_f64();
+    let snap = table.snapshot().await?;
+    let files = snap.num_files();
+    let mut stream = table.scan(snap).with_columns(&["id"]).execute()?;
+    let mut rows = 0i64;
+    while let Some(b) = stream.try_next().await? {
+        rows += b.num_rows() as i64;
+    }
+    emit(
+        "W8",
+        "vacuum",
+        seconds,
+        json!({"files_deleted": r.files_deleted, "rows": rows, "files": files,
+               "verified": rows == rows_expected, "peak_rss_mb": peak_rss_mb()}),
+    );
+    Ok(())
+}
+
 /// W5b: z-order W1's table again into ~8 MiB files; lookups.
 async fn w5b_zorder_small_files(cfg: &Config) -> Result<()> {
     zorder(cfg, "W5b", "zorder_8mib_files", Some(8 * 1024 * 1024)).await?;
@@ -1174,6 +1254,7 @@ async fn run_step(cfg: &Config, step: &str) -> Result<()> {
         "W1" => w1_bulk_append(cfg).await,
         "W2" => w2_stream_append(cfg).await,
         "W3" => w3_open_latest(cfg).await,
+        "W4" => w4_optimize_compact(cfg).await,
         "W5" => w5_zorder(cfg).await,
         "W5b" => w5b_zorder_small_files(cfg).await,
         "W6setup" => w6_setup(cfg).await,
@@ -1181,6 +1262,7 @@ async fn run_step(cfg: &Config, step: &str) -> Result<()> {
         "W6b" => w6b_merge_cdc(cfg, "merge_cdc_recent_1pct").await,
         "W6c" => w6b_merge_cdc(cfg, "merge_cdc_recent_1pct_not_streamed").await,
         "W7" => w7_delete(cfg).await,
+        "W8" => w8_vacuum(cfg).await,
         other => bail!("step {other} is not implemented"),
     }
 }
