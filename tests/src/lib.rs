@@ -106,3 +106,56 @@ pub fn column_names(batches: &[RecordBatch]) -> Vec<String> {
 pub fn num_rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
+
+/// The Python with `deltalake` installed (the delta-rs oracle), from `SHOAL_PYTHON`
+/// (set by `.ci/run`). Required when `CI=true`; elsewhere its absence skips the check
+/// with a notice naming `what`.
+pub fn python(what: &str) -> Option<String> {
+    match std::env::var("SHOAL_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("SHOAL_PYTHON is not set but CI=true: {what} must run in CI")
+        }
+        _ => {
+            eprintln!("NOTICE: skipping {what}: set SHOAL_PYTHON to a python with deltalake==1.6.6 (bash .ci/run does)");
+            None
+        }
+    }
+}
+
+/// Ends a script once its work is done: the interpreter's own teardown sometimes aborts
+/// inside delta-rs's native runtime ("terminate called without an active exception").
+const PYTHON_EXIT: &str =
+    "\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_sys.stderr.flush()\n_os._exit(0)\n";
+
+/// Runs a Python script with arguments; panics with its output when it fails.
+/// Returns its standard output.
+pub fn run_python(py: &str, script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(py)
+        .arg("-c")
+        .arg(format!("{script}{PYTHON_EXIT}"))
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A Python script dumping every version of a table, as delta-rs reads it, to
+/// `<out>/v<N>.parquet`; prints the latest version. Arguments: table path, out dir.
+pub const DUMP_ALL_VERSIONS: &str = r#"
+import sys, os
+from deltalake import DeltaTable
+import pyarrow.parquet as pq
+path, out = sys.argv[1], sys.argv[2]
+latest = DeltaTable(path).version()
+for v in range(latest + 1):
+    t = DeltaTable(path, version=v).to_pyarrow_table()
+    pq.write_table(t, os.path.join(out, f"v{v}.parquet"))
+print(latest)
+"#;

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::Command;
+
 use std::sync::Arc;
 
 use arrow::array::{
@@ -25,7 +25,7 @@ use shoal_format::transaction::conflict::check;
 use shoal_format::transaction::{ReadPredicate, ReadSet};
 use shoal_format::write::WriterOptions;
 use shoal_format::{ConflictKind, Error, SaveMode, Snapshot, StructField, StructType, Table};
-use shoal_tests::{canonical_rows, read_parquet};
+use shoal_tests::{canonical_rows, python, read_parquet, run_python, DUMP_ALL_VERSIONS};
 
 // ---------------------------------------------------------------------------------------
 // Deterministic randomness and rows
@@ -568,62 +568,16 @@ fn stray_files(dir: &Path) -> Vec<String> {
 // delta-rs oracle
 // ---------------------------------------------------------------------------------------
 
-/// The Python with `deltalake` installed, from `SHOAL_PYTHON` (set by `.ci/run`).
-fn python() -> Option<String> {
-    match std::env::var("SHOAL_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("SHOAL_PYTHON is not set but CI=true: the delta-rs checks of DML must run in CI")
-        }
-        _ => {
-            eprintln!("NOTICE: skipping the delta-rs checks of DML: set SHOAL_PYTHON to a python with deltalake==1.6.6 (bash .ci/run does)");
-            None
-        }
-    }
-}
-
-/// Ends a script once its work is done: the interpreter's own teardown sometimes aborts
-/// inside delta-rs's native runtime ("terminate called without an active exception").
-const EXIT: &str =
-    "\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_sys.stderr.flush()\n_os._exit(0)\n";
-
-fn run_python(py: &str, script: &str, args: &[&str]) -> String {
-    let out = Command::new(py)
-        .arg("-c")
-        .arg(format!("{script}{EXIT}"))
-        .args(args)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Dumps every version of a table, as delta-rs reads it, to `<out>/v<N>.parquet`.
-const DUMP: &str = r#"
-import sys, os
-from deltalake import DeltaTable
-import pyarrow.parquet as pq
-path, out = sys.argv[1], sys.argv[2]
-latest = DeltaTable(path).version()
-for v in range(latest + 1):
-    t = DeltaTable(path, version=v).to_pyarrow_table()
-    pq.write_table(t, os.path.join(out, f"v{v}.parquet"))
-print(latest)
-"#;
-
 /// Checks that delta-rs reads each listed version as `expected` and that Shoal reads
 /// every version as delta-rs does (skipped, with a notice, without the oracle).
 async fn check_with_delta_rs(table: &Path, expected: &BTreeMap<i64, Vec<String>>) {
-    let Some(py) = python() else { return };
+    let Some(py) = python("the delta-rs checks of DML") else {
+        return;
+    };
     let dumps = tempfile::tempdir().expect("tempdir");
     let latest: i64 = run_python(
         &py,
-        DUMP,
+        DUMP_ALL_VERSIONS,
         &[table.to_str().unwrap(), dumps.path().to_str().unwrap()],
     )
     .trim()
@@ -910,7 +864,7 @@ write_deltalake(sys.argv[1], pa.table({
 "#;
 
 async fn delta_rs_nan_table() -> Option<(tempfile::TempDir, Table)> {
-    let py = python()?;
+    let py = python("the delta-rs checks of DML")?;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t");
     run_python(&py, WRITE_NAN, &[path.to_str().unwrap()]);

@@ -3,60 +3,15 @@
 //! delta-rs writes reads identically in Shoal.
 
 use std::path::Path;
-use std::process::Command;
+
 use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use shoal_format::{SaveMode, SchemaMode, Table};
-use shoal_tests::{canonical_rows, column_names, read_parquet};
-
-/// The Python with `deltalake` installed, from `SHOAL_PYTHON` (set by `.ci/run`).
-fn python() -> Option<String> {
-    match std::env::var("SHOAL_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("SHOAL_PYTHON is not set but CI=true: the delta-rs interop tests must run in CI")
-        }
-        _ => {
-            eprintln!("NOTICE: skipping delta-rs interop: set SHOAL_PYTHON to a python with deltalake==1.6.6 (bash .ci/run does)");
-            None
-        }
-    }
-}
-
-/// Ends a script once its work is done: the interpreter's own teardown sometimes aborts
-/// inside delta-rs's native runtime ("terminate called without an active exception").
-const EXIT: &str =
-    "\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_sys.stderr.flush()\n_os._exit(0)\n";
-
-fn run_python(py: &str, script: &str, args: &[&str]) {
-    let out = Command::new(py)
-        .arg("-c")
-        .arg(format!("{script}{EXIT}"))
-        .args(args)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Dumps every version of a table, as delta-rs reads it, to `<out>/v<N>.parquet`.
-const DUMP: &str = r#"
-import sys, os
-from deltalake import DeltaTable
-import pyarrow.parquet as pq
-path, out = sys.argv[1], sys.argv[2]
-latest = DeltaTable(path).version()
-for v in range(latest + 1):
-    t = DeltaTable(path, version=v).to_pyarrow_table()
-    pq.write_table(t, os.path.join(out, f"v{v}.parquet"))
-print(latest)
-"#;
+use shoal_tests::{
+    canonical_rows, column_names, python, read_parquet, run_python, DUMP_ALL_VERSIONS,
+};
 
 /// Writes a table with delta-rs: partitioned appends, an overwrite, schema evolution.
 const WRITE: &str = r#"
@@ -149,7 +104,9 @@ fn batch(i: i64, with_note: bool) -> RecordBatch {
 
 #[test]
 fn delta_rs_reads_every_version_shoal_writes() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("delta-rs interop") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("t");
     let dumps = dir.path().join("dumps");
@@ -187,7 +144,7 @@ fn delta_rs_reads_every_version_shoal_writes() {
     });
     run_python(
         &py,
-        DUMP,
+        DUMP_ALL_VERSIONS,
         &[table.to_str().unwrap(), dumps.to_str().unwrap()],
     );
     compare_versions(&table, &dumps, 27);
@@ -195,7 +152,9 @@ fn delta_rs_reads_every_version_shoal_writes() {
 
 #[test]
 fn shoal_reads_every_version_delta_rs_writes() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("delta-rs interop") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("t");
     let dumps = dir.path().join("dumps");
@@ -203,7 +162,7 @@ fn shoal_reads_every_version_delta_rs_writes() {
     run_python(&py, WRITE, &[table.to_str().unwrap()]);
     run_python(
         &py,
-        DUMP,
+        DUMP_ALL_VERSIONS,
         &[table.to_str().unwrap(), dumps.to_str().unwrap()],
     );
     compare_versions(&table, &dumps, 15);
@@ -219,7 +178,7 @@ fn shoal_reads_every_version_delta_rs_writes() {
     });
     run_python(
         &py,
-        DUMP,
+        DUMP_ALL_VERSIONS,
         &[table.to_str().unwrap(), dumps.to_str().unwrap()],
     );
 }

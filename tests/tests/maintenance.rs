@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +14,7 @@ use shoal_format::ops::restore::RestoreBuilder;
 use shoal_format::ops::vacuum::{cleanup_expired_logs, LogCleanupBuilder, VacuumBuilder};
 use shoal_format::protocol::partition::decode_add_path;
 use shoal_format::{Error, SaveMode, SchemaMode, Table};
-use shoal_tests::{canonical_rows, column_names, read_parquet};
+use shoal_tests::{canonical_rows, column_names, python, read_parquet, run_python};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -680,41 +680,6 @@ async fn log_cleanup_keeps_every_version_from_its_checkpoint_readable() {
     assert_eq!(r.files_deleted, 0);
 }
 
-/// The Python with `deltalake` installed, from `SHOAL_PYTHON` (set by `.ci/run`).
-fn python() -> Option<String> {
-    match std::env::var("SHOAL_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("SHOAL_PYTHON is not set but CI=true: the delta-rs interop tests must run in CI")
-        }
-        _ => {
-            eprintln!("NOTICE: skipping delta-rs interop: set SHOAL_PYTHON to a python with deltalake==1.6.6 (bash .ci/run does)");
-            None
-        }
-    }
-}
-
-/// Ends a script once its work is done: the interpreter's own teardown sometimes aborts
-/// inside delta-rs's native runtime.
-const EXIT: &str =
-    "\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_sys.stderr.flush()\n_os._exit(0)\n";
-
-fn run_python(py: &str, script: &str, args: &[&str]) -> String {
-    let out = Command::new(py)
-        .arg("-c")
-        .arg(format!("{script}{EXIT}"))
-        .args(args)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Dumps the given versions as delta-rs reads them, prints the history's operations
 /// and what delta-rs's own VACUUM would still delete.
 const CHECK: &str = r#"
@@ -736,7 +701,9 @@ print(json.dumps({"version": dt.version(), "operations": ops, "parameters": para
 
 #[test]
 fn delta_rs_reads_restored_and_vacuumed_tables() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("the delta-rs checks of maintenance") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("t");
     let dumps = dir.path().join("dumps");

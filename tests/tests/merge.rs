@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::Command;
+
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
@@ -16,7 +16,9 @@ use arrow::datatypes::{DataType, Field, Schema};
 use shoal_format::ops::MergeBuilder;
 use shoal_format::write::WriterOptions;
 use shoal_format::{Error, SchemaMode, Snapshot, Table};
-use shoal_tests::{canonical_rows, column_names, read_parquet};
+use shoal_tests::{
+    canonical_rows, column_names, python, read_parquet, run_python, DUMP_ALL_VERSIONS,
+};
 
 // ---------------------------------------------------------------------------------------
 // Deterministic randomness
@@ -959,59 +961,11 @@ async fn random_merges_match_the_model() {
 // 2. delta-rs reads every version identically
 // ---------------------------------------------------------------------------------------
 
-/// The Python with `deltalake` installed, from `SHOAL_PYTHON` (set by `.ci/run`).
-fn python() -> Option<String> {
-    match std::env::var("SHOAL_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "SHOAL_PYTHON is not set but CI=true: the delta-rs checks of MERGE must run in CI"
-            )
-        }
-        _ => {
-            eprintln!("NOTICE: skipping the delta-rs checks of MERGE: set SHOAL_PYTHON to a python with deltalake==1.6.6 (bash .ci/run does)");
-            None
-        }
-    }
-}
-
-/// Ends a script once its work is done: the interpreter's own teardown sometimes aborts
-/// inside delta-rs's native runtime ("terminate called without an active exception").
-const EXIT: &str =
-    "\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_sys.stderr.flush()\n_os._exit(0)\n";
-
-fn run_python(py: &str, script: &str, args: &[&str]) -> String {
-    let out = Command::new(py)
-        .arg("-c")
-        .arg(format!("{script}{EXIT}"))
-        .args(args)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Dumps every version of a table, as delta-rs reads it, to `<out>/v<N>.parquet`.
-const DUMP: &str = r#"
-import sys, os
-from deltalake import DeltaTable
-import pyarrow.parquet as pq
-path, out = sys.argv[1], sys.argv[2]
-latest = DeltaTable(path).version()
-for v in range(latest + 1):
-    t = DeltaTable(path, version=v).to_pyarrow_table()
-    pq.write_table(t, os.path.join(out, f"v{v}.parquet"))
-print(latest)
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_rs_reads_every_merged_version() {
-    let Some(py) = python() else { return };
+    let Some(py) = python("the delta-rs checks of MERGE") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t");
     let table = Table::at(path.to_str().unwrap()).unwrap();
@@ -1072,7 +1026,7 @@ async fn delta_rs_reads_every_merged_version() {
     let dumps = tempfile::tempdir().unwrap();
     let printed: i64 = run_python(
         &py,
-        DUMP,
+        DUMP_ALL_VERSIONS,
         &[path.to_str().unwrap(), dumps.path().to_str().unwrap()],
     )
     .trim()
