@@ -264,13 +264,18 @@ impl ScanBuilder {
             partition_columns: self.snapshot.partition_columns().to_vec(),
             batch_size: self.batch_size,
             metrics: metrics.clone(),
+            split_files: true,
         });
+        // Small files cost more in opening than decoding: keep more of them in flight.
+        let avg = plan.files.iter().map(|f| f.size.max(0) as u64).sum::<u64>()
+            / plan.files.len().max(1) as u64;
+        let in_flight = if avg < 4 * 1024 * 1024 { 8 } else { 2 };
         let stream = futures::stream::iter(plan.files)
             .map(move |add| {
                 let ctx = ctx.clone();
                 async move { ctx.open_ahead(add).await }
             })
-            .buffered(2)
+            .buffered(in_flight)
             .try_flatten();
         let stream: BatchStream = match self.limit {
             None => stream.boxed(),
@@ -357,6 +362,8 @@ struct FileScan {
     partition_columns: Vec<String>,
     batch_size: usize,
     metrics: Arc<ScanMetrics>,
+    /// Decode the row groups of one file on two cores.
+    split_files: bool,
 }
 
 impl FileScan {
@@ -389,20 +396,25 @@ impl FileScan {
     /// Like [`FileScan::open`], but the file is decoded by a task of its own a couple
     /// of batches ahead, so that the files the scan has open decode on different cores.
     async fn open_ahead(self: Arc<Self>, add: Arc<Add>) -> Result<BatchStream> {
-        let mut stream = self.open(add).await?;
-        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(1);
-        tokio::spawn(async move {
-            use futures::SinkExt;
-            while let Some(item) = stream.next().await {
-                let failed = item.is_err();
-                // The consumer went away (a limit, an error): stop decoding.
-                if tx.send(item).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        Ok(rx.boxed())
+        let stream = self.open(add).await?;
+        Ok(spawn_ahead(stream, 1))
     }
+}
+
+/// Drives `stream` in a task of its own, up to `capacity` batches ahead of the reader.
+fn spawn_ahead(mut stream: BatchStream, capacity: usize) -> BatchStream {
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(capacity);
+    tokio::spawn(async move {
+        use futures::SinkExt;
+        while let Some(item) = stream.next().await {
+            let failed = item.is_err();
+            // The consumer went away (a limit, an error): stop decoding.
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx.boxed()
 }
 
 async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<BatchStream> {
@@ -446,6 +458,7 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
         };
         // INT96 and nanosecond timestamps overflow for far dates: ask the reader for
         // microseconds directly.
+        let mut options = ArrowReaderOptions::new();
         let file_schema = builder.schema().clone();
         if file_schema.fields().iter().any(
             |f| matches!(f.data_type(), ArrowType::Timestamp(u, _) if *u != TimeUnit::Microsecond),
@@ -462,11 +475,13 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
                     })
                     .collect::<Vec<_>>(),
             );
-            let options = ArrowReaderOptions::new().with_schema(Arc::new(hinted));
+            options = ArrowReaderOptions::new().with_schema(Arc::new(hinted));
             let reader = StoreFileReader::new(&store, &location, add.size);
-            builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+            builder =
+                ParquetRecordBatchStreamBuilder::new_with_options(reader, options.clone()).await?;
         }
         let file_schema = builder.schema().clone();
+        let mut row_groups: Vec<usize> = (0..builder.metadata().num_row_groups()).collect();
         if let (Some(filter), true) = (&ctx.filter, ctx.row_group_pruning) {
             let total = builder.metadata().num_row_groups();
             let keep = row_groups_to_read(
@@ -480,27 +495,49 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
             );
             ScanMetrics::add(&ctx.metrics.row_groups_total, total);
             ScanMetrics::add(&ctx.metrics.row_groups_skipped, total - keep.len());
-            if keep.len() < total {
-                builder = builder.with_row_groups(keep);
-            }
+            row_groups = keep;
         }
         let roots: Vec<usize> = data_columns
             .iter()
             .filter_map(|c| file_schema.index_of(c.field.physical_name()).ok())
             .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        if let Some(filter) = &ctx.filter {
-            if let Some(row_filter) =
-                pushdown_filter(filter, &columns, &file_schema, builder.parquet_schema())
-            {
-                builder = builder.with_row_filter(row_filter);
+        let metadata = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(
+            builder.metadata().clone(),
+            options,
+        )?;
+        // One reader per slice of the row groups: a file of several row groups decodes
+        // on two cores, its second half a bounded number of batches ahead.
+        let slices: Vec<Vec<usize>> = if row_groups.len() >= 2 && ctx.split_files {
+            let mid = row_groups.len().div_ceil(2);
+            vec![row_groups[..mid].to_vec(), row_groups[mid..].to_vec()]
+        } else {
+            vec![row_groups]
+        };
+        let mut streams: Vec<BatchStream> = Vec::with_capacity(slices.len());
+        let n_slices = slices.len();
+        for (k, slice) in slices.into_iter().enumerate() {
+            let reader = StoreFileReader::new(&store, &location, add.size);
+            let mut b = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone())
+                .with_row_groups(slice)
+                .with_projection(mask.clone())
+                .with_batch_size(batch_size);
+            if let Some(filter) = &ctx.filter {
+                if let Some(row_filter) =
+                    pushdown_filter(filter, &columns, &file_schema, b.parquet_schema())
+                {
+                    b = b.with_row_filter(row_filter);
+                }
             }
+            let stream = b.build()?.map_err(Error::from).boxed();
+            streams.push(if n_slices > 1 {
+                // The later slices buffer more: they run ahead while the first is read.
+                spawn_ahead(stream, if k == 0 { 2 } else { 16 })
+            } else {
+                stream
+            });
         }
-        let stream = builder
-            .with_projection(mask)
-            .with_batch_size(batch_size)
-            .build()?;
-        file_stream = Some(stream.map_err(Error::from).boxed());
+        file_stream = Some(futures::stream::iter(streams).flatten().boxed());
     }
 
     let path = relative.clone();
