@@ -74,6 +74,26 @@ pub struct OptimizeBuilder {
     memory_budget: usize,
 }
 
+/// A size like `134217728`, `128mb`, `1 GiB` or `512k` in bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.trim().parse().ok()?;
+    let mult: f64 = match unit.trim().trim_end_matches('b').trim_end_matches('i') {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = n * mult;
+    (bytes.is_finite() && bytes >= 1.0).then_some(bytes as u64)
+}
+
 /// Sorted (column, value) pairs of one partition.
 type PartitionKey = Vec<(String, Option<String>)>;
 
@@ -151,7 +171,7 @@ impl OptimizeBuilder {
                 snapshot
                     .metadata()
                     .property("delta.targetFileSize")
-                    .and_then(|v| v.trim().parse().ok())
+                    .and_then(parse_size)
             })
             .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
         let filter = self.bind_filter(&snapshot)?;
@@ -188,7 +208,7 @@ impl OptimizeBuilder {
         options.target_file_size = target;
         for bin in bins {
             let adds = if self.zorder_by.is_empty() {
-                compact_bin(&snapshot, &bin, &options).await?
+                compact_bin(&snapshot, &bin, &options).await
             } else {
                 zorder_bin(
                     &snapshot,
@@ -197,9 +217,19 @@ impl OptimizeBuilder {
                     &options,
                     self.memory_budget,
                 )
-                .await?
+                .await
             };
-            outputs.push((bin, adds));
+            match adds {
+                Ok(adds) => outputs.push((bin, adds)),
+                Err(e) => {
+                    // The bins written so far are referenced by nothing: remove them.
+                    for (_, adds) in &outputs {
+                        let paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+                        crate::ops::write::delete_unreferenced(&self.store, &paths).await;
+                    }
+                    return Err(e);
+                }
+            }
         }
         let mut base = snapshot.clone();
         let mut abandoned = 0usize;
@@ -531,33 +561,40 @@ async fn compact_bin(snapshot: &Snapshot, bin: &Bin, options: &WriterOptions) ->
 // Z-order
 // ------------------------------------------------------------------------------------
 
-/// Maps a column's values to an order-preserving `u64` (nulls lowest): integers and
-/// temporal types by value, floats by their total order, strings and others by the
-/// first 8 bytes of their Arrow row encoding.
-fn order_keys(array: &ArrayRef) -> Result<Vec<u64>> {
+/// Whether a column's order is captured by a `u64` key (see [`numeric_keys`]).
+fn is_numeric(dt: &ArrowType) -> bool {
+    matches!(
+        dt,
+        ArrowType::Int8
+            | ArrowType::Int16
+            | ArrowType::Int32
+            | ArrowType::Int64
+            | ArrowType::UInt8
+            | ArrowType::UInt16
+            | ArrowType::UInt32
+            | ArrowType::Date32
+            | ArrowType::Date64
+            | ArrowType::Timestamp(_, _)
+            | ArrowType::Float16
+            | ArrowType::Float32
+            | ArrowType::Float64
+            | ArrowType::Decimal128(_, _)
+    )
+}
+
+/// Maps a numeric column's values to an order-preserving `u64` (nulls lowest):
+/// integers and temporal types by value, floats and decimals by their (total) order as
+/// doubles.
+fn numeric_keys(array: &ArrayRef) -> Result<Vec<u64>> {
     use arrow::datatypes::{Float64Type, Int64Type};
     let n = array.len();
     let flip = |v: i64| (v as u64) ^ (1u64 << 63);
     let mut out = Vec::with_capacity(n);
     match array.data_type() {
-        ArrowType::Int8
-        | ArrowType::Int16
-        | ArrowType::Int32
-        | ArrowType::Int64
-        | ArrowType::Date32
-        | ArrowType::Date64
-        | ArrowType::Timestamp(_, _) => {
-            let ints = arrow::compute::cast(array, &ArrowType::Int64)?;
-            let ints = ints.as_primitive::<Int64Type>();
-            for i in 0..n {
-                out.push(if ints.is_null(i) {
-                    0
-                } else {
-                    flip(ints.value(i)).max(1)
-                });
-            }
-        }
-        ArrowType::Float32 | ArrowType::Float64 => {
+        ArrowType::Float16
+        | ArrowType::Float32
+        | ArrowType::Float64
+        | ArrowType::Decimal128(_, _) => {
             let f = arrow::compute::cast(array, &ArrowType::Float64)?;
             let f = f.as_primitive::<Float64Type>();
             for i in 0..n {
@@ -576,39 +613,105 @@ fn order_keys(array: &ArrayRef) -> Result<Vec<u64>> {
             }
         }
         _ => {
-            let conv = RowConverter::new(vec![SortField::new(array.data_type().clone())])?;
-            let rows = conv.convert_columns(std::slice::from_ref(array))?;
+            let ints = arrow::compute::cast(array, &ArrowType::Int64)?;
+            let ints = ints.as_primitive::<Int64Type>();
             for i in 0..n {
-                if array.is_null(i) {
-                    out.push(0);
-                    continue;
-                }
-                let bytes = rows.row(i).data();
-                let mut k = [0u8; 8];
-                let take = bytes.len().min(8);
-                k[..take].copy_from_slice(&bytes[..take]);
-                out.push(u64::from_be_bytes(k).max(1));
+                out.push(if ints.is_null(i) {
+                    0
+                } else {
+                    flip(ints.value(i)).max(1)
+                });
             }
         }
     }
     Ok(out)
 }
 
-/// Quantile boundaries of a column's order keys: `buckets - 1` cut points.
-fn boundaries(keys: &[u64], buckets: usize) -> Vec<u64> {
-    let step = (keys.len() / 200_000).max(1);
-    let mut sample: Vec<u64> = keys.iter().step_by(step).copied().collect();
-    sample.sort_unstable();
-    let mut cuts = Vec::with_capacity(buckets);
-    for b in 1..buckets {
-        let idx = b * sample.len() / buckets;
-        if let Some(v) = sample.get(idx) {
-            if cuts.last() != Some(v) {
-                cuts.push(*v);
+/// One column's sort keys for a batch: `u64`s for numbers, the Arrow row encoding
+/// (whole values, nulls first) for strings and everything else.
+enum ColumnKeys {
+    Numeric(Vec<u64>),
+    Bytes(arrow::row::Rows),
+}
+
+impl ColumnKeys {
+    fn of(array: &ArrayRef) -> Result<ColumnKeys> {
+        if is_numeric(array.data_type()) {
+            return Ok(ColumnKeys::Numeric(numeric_keys(array)?));
+        }
+        let conv = RowConverter::new(vec![SortField::new(array.data_type().clone())])?;
+        Ok(ColumnKeys::Bytes(
+            conv.convert_columns(std::slice::from_ref(array))?,
+        ))
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        match self {
+            ColumnKeys::Numeric(k) => k.len(),
+            ColumnKeys::Bytes(r) => r.num_rows(),
+        }
+    }
+}
+
+/// Maps a column's values to quantile buckets of its own distribution, by rank: equal
+/// values share the middle bucket of their run, so skewed columns still spread over
+/// the whole bucket range.
+#[derive(Default)]
+struct Bucketizer {
+    numeric: Vec<u64>,
+    bytes: Vec<Vec<u8>>,
+    /// A sample of the keys (sorted into cut points by `finish`).
+    sample_numeric: Vec<u64>,
+    sample_bytes: Vec<Vec<u8>>,
+}
+
+impl Bucketizer {
+    fn observe(&mut self, keys: &ColumnKeys, step: usize) {
+        match keys {
+            ColumnKeys::Numeric(k) => self.sample_numeric.extend(k.iter().step_by(step)),
+            ColumnKeys::Bytes(r) => {
+                for i in (0..r.num_rows()).step_by(step) {
+                    self.sample_bytes.push(r.row(i).data().to_vec());
+                }
             }
         }
     }
-    cuts
+
+    /// Turns the sample into `buckets - 1` cut points (duplicates kept: ranks).
+    fn finish(&mut self, buckets: usize) {
+        fn cuts<T: Ord + Clone>(mut sample: Vec<T>, buckets: usize) -> Vec<T> {
+            sample.sort_unstable();
+            if sample.is_empty() {
+                return Vec::new();
+            }
+            (1..buckets)
+                .map(|b| sample[(b * sample.len() / buckets).min(sample.len() - 1)].clone())
+                .collect()
+        }
+        self.numeric = cuts(std::mem::take(&mut self.sample_numeric), buckets);
+        self.bytes = cuts(std::mem::take(&mut self.sample_bytes), buckets);
+    }
+
+    fn bucket(&self, keys: &ColumnKeys, i: usize) -> u32 {
+        let (lo, hi) = match keys {
+            ColumnKeys::Numeric(k) => {
+                let v = k[i];
+                (
+                    self.numeric.partition_point(|c| *c < v),
+                    self.numeric.partition_point(|c| *c <= v),
+                )
+            }
+            ColumnKeys::Bytes(r) => {
+                let v = r.row(i).data();
+                (
+                    self.bytes.partition_point(|c| c.as_slice() < v),
+                    self.bytes.partition_point(|c| c.as_slice() <= v),
+                )
+            }
+        };
+        ((lo + hi) / 2) as u32
+    }
 }
 
 /// Interleaves the bits of per-column bucket ids (most significant first).
@@ -622,27 +725,27 @@ fn interleave(buckets: &[u32], bits: u32) -> u64 {
     z
 }
 
-/// The Z-values of a batch's rows, given each column's boundaries.
+/// The Z-values of a batch's rows.
 fn z_values(
     batch: &RecordBatch,
     columns: &[String],
-    cuts: &[Vec<u64>],
+    buckets: &[Bucketizer],
     bits: u32,
 ) -> Result<Vec<u64>> {
-    let keys: Vec<Vec<u64>> = columns
+    let keys: Vec<ColumnKeys> = columns
         .iter()
         .map(|c| {
             let a = batch
                 .column_by_name(c)
                 .ok_or_else(|| Error::InvalidArgument(format!("internal: no column `{c}`")))?;
-            order_keys(a)
+            ColumnKeys::of(a)
         })
         .collect::<Result<_>>()?;
     let mut out = Vec::with_capacity(batch.num_rows());
     let mut ids = vec![0u32; columns.len()];
     for i in 0..batch.num_rows() {
         for (c, k) in keys.iter().enumerate() {
-            ids[c] = cuts[c].partition_point(|cut| *cut <= k[i]) as u32;
+            ids[c] = buckets[c].bucket(k, i);
         }
         out.push(interleave(&ids, bits));
     }
@@ -658,34 +761,44 @@ async fn zorder_bin(
     memory_budget: usize,
 ) -> Result<Vec<Add>> {
     let tag = columns.join(",");
-    // Pass 1: the clustering columns only, for the value distributions.
-    let mut stream = ScanBuilder::new(snapshot.clone())
-        .with_files(bin.files.clone())
-        .with_columns(columns)
-        .with_batch_size(64 * 1024)
-        .execute()?;
-    let mut keys: Vec<Vec<u64>> = vec![Vec::new(); columns.len()];
+    // Pass 1: the clustering columns only: a sample of each column's distribution.
+    let known_rows: u64 = bin
+        .files
+        .iter()
+        .filter_map(|f| crate::protocol::stats::num_records(f.stats.as_deref()))
+        .map(|n| n.max(0) as u64)
+        .sum();
+    let step = (known_rows / 200_000).max(1) as usize;
+    let key_scan = || {
+        ScanBuilder::new(snapshot.clone())
+            .with_files(bin.files.clone())
+            .with_columns(columns)
+            .with_batch_size(64 * 1024)
+            .execute()
+    };
+    let mut buckets: Vec<Bucketizer> = columns.iter().map(|_| Bucketizer::default()).collect();
+    let mut stream = key_scan()?;
+    let mut rows = 0usize;
     while let Some(batch) = stream.try_next().await? {
-        for (c, k) in keys.iter_mut().enumerate() {
-            k.extend(order_keys(batch.column(c))?);
+        rows += batch.num_rows();
+        for (c, b) in buckets.iter_mut().enumerate() {
+            b.observe(&ColumnKeys::of(batch.column(c))?, step);
         }
     }
-    let rows = keys.first().map(|k| k.len()).unwrap_or(0);
     if rows == 0 {
         return Ok(Vec::new());
     }
     let bits = (64 / columns.len() as u32).min(16);
-    let cuts: Vec<Vec<u64>> = keys.iter().map(|k| boundaries(k, 1usize << bits)).collect();
-    // The Z-value of every row, and the cut points between output files.
-    let mut z: Vec<u64> = Vec::with_capacity(rows);
-    let mut ids = vec![0u32; columns.len()];
-    for i in 0..rows {
-        for (c, k) in keys.iter().enumerate() {
-            ids[c] = cuts[c].partition_point(|cut| *cut <= k[i]) as u32;
-        }
-        z.push(interleave(&ids, bits));
+    for b in &mut buckets {
+        b.finish(1usize << bits);
     }
-    drop(keys);
+    // Pass 1b: the Z-value of every row, for the cut points between output files.
+    let mut z: Vec<u64> = Vec::with_capacity(rows);
+    let mut stream = key_scan()?;
+    while let Some(batch) = stream.try_next().await? {
+        z.extend(z_values(&batch, columns, &buckets, bits)?);
+    }
+    let rows = z.len();
     let input_bytes: u64 = bin.files.iter().map(|f| f.size.max(0) as u64).sum();
     let files_out = (input_bytes.div_ceil(options.target_file_size.max(1))).max(1) as usize;
     let mut sorted = z.clone();
@@ -709,13 +822,13 @@ async fn zorder_bin(
     let mut first = 0usize;
     while first < ranges {
         let last = (first + per_pass).min(ranges);
-        let mut buckets: Vec<Vec<(RecordBatch, Vec<u64>)>> = vec![Vec::new(); last - first];
+        let mut slots: Vec<Vec<(RecordBatch, Vec<u64>)>> = vec![Vec::new(); last - first];
         let mut stream = ScanBuilder::new(snapshot.clone())
             .with_files(bin.files.clone())
             .with_batch_size(64 * 1024)
             .execute()?;
         while let Some(batch) = stream.try_next().await? {
-            let zs = z_values(&batch, columns, &cuts, bits)?;
+            let zs = z_values(&batch, columns, &buckets, bits)?;
             let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); last - first];
             for (i, zv) in zs.iter().enumerate() {
                 let r = file_cuts.partition_point(|c| c <= zv);
@@ -729,10 +842,10 @@ async fn zorder_bin(
                 }
                 let zsel: Vec<u64> = idx.iter().map(|i| zs[*i as usize]).collect();
                 let part = take_record_batch(&batch, &UInt32Array::from(idx))?;
-                buckets[b].push((part, zsel));
+                slots[b].push((part, zsel));
             }
         }
-        for bucket in buckets {
+        for bucket in slots {
             if bucket.is_empty() {
                 continue;
             }
@@ -767,30 +880,55 @@ mod tests {
     }
 
     #[test]
-    fn order_keys_preserve_order() {
+    fn sizes_with_units() {
+        assert_eq!(parse_size("134217728"), Some(134_217_728));
+        assert_eq!(parse_size("8kb"), Some(8192));
+        assert_eq!(parse_size("100 MB"), Some(100 * 1024 * 1024));
+        assert_eq!(parse_size("1GiB"), Some(1024 * 1024 * 1024));
+        assert_eq!(parse_size("lots"), None);
+    }
+
+    #[test]
+    fn numeric_keys_preserve_order() {
         let a: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![
             Some(-5),
             None,
             Some(0),
             Some(7),
         ]));
-        let k = order_keys(&a).unwrap();
+        let k = numeric_keys(&a).unwrap();
         assert!(k[1] < k[0] && k[0] < k[2] && k[2] < k[3]);
         let f: ArrayRef = Arc::new(arrow::array::Float64Array::from(vec![-2.5, -0.5, 0.0, 3.0]));
-        let k = order_keys(&f).unwrap();
+        let k = numeric_keys(&f).unwrap();
         assert!(k[0] < k[1] && k[1] < k[2] && k[2] < k[3]);
-        let s: ArrayRef = Arc::new(arrow::array::StringArray::from(vec!["b", "a", "c"]));
-        let k = order_keys(&s).unwrap();
-        assert!(k[1] < k[0] && k[0] < k[2]);
+    }
+
+    fn buckets_of(array: ArrayRef, buckets: usize) -> Vec<u32> {
+        let keys = ColumnKeys::of(&array).unwrap();
+        let mut b = Bucketizer::default();
+        b.observe(&keys, 1);
+        b.finish(buckets);
+        (0..keys.len()).map(|i| b.bucket(&keys, i)).collect()
     }
 
     #[test]
-    fn boundaries_split_skewed_data_evenly() {
-        // 90% of values are 1; quantiles still spread the rest.
-        let mut keys: Vec<u64> = vec![1; 900];
-        keys.extend(2..102);
-        let cuts = boundaries(&keys, 4);
-        assert!(!cuts.is_empty());
-        assert!(cuts.windows(2).all(|w| w[0] < w[1]));
+    fn skewed_values_still_spread_over_the_buckets() {
+        // 90% of the values are 1: they share the middle of their run of ranks, and
+        // the rest spread over the upper buckets.
+        let mut v: Vec<i64> = vec![1; 900];
+        v.extend(2..102);
+        let ids = buckets_of(Arc::new(arrow::array::Int64Array::from(v)), 1024);
+        assert!(ids[..900].iter().all(|i| *i == ids[0]));
+        assert!(ids[0] > 300 && ids[0] < 600, "{}", ids[0]);
+        assert!(ids[999] > 1000, "{}", ids[999]);
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn strings_with_a_common_prefix_are_told_apart() {
+        let v: Vec<String> = (0..1000).map(|i| format!("customer-{i:06}")).collect();
+        let ids = buckets_of(Arc::new(arrow::array::StringArray::from(v)), 256);
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]));
+        assert!(ids[999] - ids[0] > 200);
     }
 }
