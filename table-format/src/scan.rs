@@ -518,10 +518,11 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
         let n_slices = slices.len();
         for (k, slice) in slices.into_iter().enumerate() {
             let reader = StoreFileReader::new(&store, &location, add.size);
-            let mut b = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone())
-                .with_row_groups(slice)
-                .with_projection(mask.clone())
-                .with_batch_size(batch_size);
+            let mut b =
+                ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone())
+                    .with_row_groups(slice)
+                    .with_projection(mask.clone())
+                    .with_batch_size(batch_size);
             if let Some(filter) = &ctx.filter {
                 if let Some(row_filter) =
                     pushdown_filter(filter, &columns, &file_schema, b.parquet_schema())
