@@ -38,12 +38,16 @@ enum Kind {
     Timestamp,
     TimestampNtz,
     Str,
+    /// Decimal128 with this scale.
+    Decimal(i8),
     CountOnly,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Bound {
     Int(i64),
+    /// An unscaled decimal value.
+    Dec(i128),
     Float(f64),
     Str(String),
 }
@@ -52,6 +56,7 @@ impl Bound {
     fn less(&self, other: &Bound) -> bool {
         match (self, other) {
             (Bound::Int(a), Bound::Int(b)) => a < b,
+            (Bound::Dec(a), Bound::Dec(b)) => a < b,
             (Bound::Float(a), Bound::Float(b)) => a < b,
             (Bound::Str(a), Bound::Str(b)) => a < b,
             _ => false,
@@ -118,13 +123,17 @@ impl StatsCollector {
         for leaf in &self.leaves {
             insert_path(&mut null_count, &leaf.path, Value::from(leaf.nulls));
             if !leaf.poisoned_min {
-                if let Some(v) = &leaf.min {
-                    insert_path(&mut min_values, &leaf.path, leaf.kind.to_json(v));
+                if let Some(v) = leaf.min.as_ref().map(|v| leaf.kind.to_json(v)) {
+                    if !v.is_null() {
+                        insert_path(&mut min_values, &leaf.path, v);
+                    }
                 }
             }
             if !leaf.poisoned_max {
-                if let Some(v) = &leaf.max {
-                    insert_path(&mut max_values, &leaf.path, leaf.kind.to_json(v));
+                if let Some(v) = leaf.max.as_ref().map(|v| leaf.kind.to_json(v)) {
+                    if !v.is_null() {
+                        insert_path(&mut max_values, &leaf.path, v);
+                    }
                 }
             }
         }
@@ -164,6 +173,7 @@ fn collect_leaves(
                 ArrowType::Timestamp(TimeUnit::Microsecond, Some(_)) => Kind::Timestamp,
                 ArrowType::Timestamp(TimeUnit::Microsecond, None) => Kind::TimestampNtz,
                 ArrowType::Utf8 => Kind::Str,
+                ArrowType::Decimal128(_, scale) => Kind::Decimal(*scale),
                 _ => Kind::CountOnly,
             };
             out.push(Leaf {
@@ -264,6 +274,10 @@ impl Leaf {
                 });
                 (lo.map(Bound::Str), hi.map(Bound::Str))
             }
+            Kind::Decimal(_) => {
+                let a = array.as_primitive::<arrow::datatypes::Decimal128Type>();
+                (min(a).map(Bound::Dec), max(a).map(Bound::Dec))
+            }
             Kind::CountOnly => (None, None),
         };
         if let Some(lo) = lo {
@@ -302,11 +316,36 @@ impl Kind {
                     .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.6f").to_string())
                     .unwrap_or_default(),
             ),
+            (Kind::Decimal(scale), Bound::Dec(v)) => decimal_json(*v, scale),
             (_, Bound::Int(i)) => Value::from(*i),
             (_, Bound::Float(f)) => Value::from(*f),
             (_, Bound::Str(s)) => Value::from(s.clone()),
+            (_, Bound::Dec(v)) => Value::from(*v as f64),
         }
     }
+}
+
+/// A decimal statistic as a JSON number, as Spark writes them. Values of more than 15
+/// significant digits do not survive a double exactly: they give `Null`, and the
+/// caller leaves the bound out.
+fn decimal_json(unscaled: i128, scale: i8) -> Value {
+    let digits = unscaled.unsigned_abs().to_string();
+    if digits.trim_start_matches('0').len() > 15 {
+        return Value::Null;
+    }
+    let text = if scale > 0 {
+        let s = scale as usize;
+        let padded = format!("{:0>width$}", digits, width = s + 1);
+        let (int, frac) = padded.split_at(padded.len() - s);
+        format!("{}{int}.{frac}", if unscaled < 0 { "-" } else { "" })
+    } else {
+        format!(
+            "{}{digits}{}",
+            if unscaled < 0 { "-" } else { "" },
+            "0".repeat((-scale) as usize)
+        )
+    };
+    text.parse::<f64>().map(Value::from).unwrap_or(Value::Null)
 }
 
 fn insert_path(map: &mut Map<String, Value>, path: &[String], v: Value) {
@@ -325,6 +364,14 @@ fn insert_path(map: &mut Map<String, Value>, path: &[String], v: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_statistics_are_exact_numbers() {
+        assert_eq!(decimal_json(12345, 2), Value::from(123.45));
+        assert_eq!(decimal_json(-5, 3), Value::from(-0.005));
+        assert_eq!(decimal_json(7, -2), Value::from(700.0));
+        assert_eq!(decimal_json(1_234_567_890_123_456_789, 2), Value::Null);
+    }
     use arrow::array::{Float64Array, Int64Array, StringArray};
     use arrow::datatypes::{Field, Schema};
     use std::sync::Arc;
