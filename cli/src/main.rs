@@ -276,6 +276,34 @@ fn main() -> ExitCode {
     }
 }
 
+fn print_already_applied(app_id: Option<&str>, app_version: Option<i64>, version: i64) {
+    println!(
+        "already applied: application `{}` version {} was committed before; table is at version {version}",
+        app_id.unwrap_or_default(),
+        app_version.unwrap_or_default(),
+    );
+}
+
+/// The outcome of a DELETE or UPDATE, in one line.
+fn print_row_change(r: &shoal_format::ops::RowChangeResult, verb: &str) {
+    if r.unchanged {
+        println!(
+            "no row matched; nothing committed (table at version {})",
+            r.version
+        );
+        return;
+    }
+    let unread = if r.files_removed_unread > 0 {
+        format!(" ({} without reading)", r.files_removed_unread)
+    } else {
+        String::new()
+    };
+    println!(
+        "committed version {}: {} row(s) {verb}; {} file(s) removed{unread}, {} added, {} row(s) copied; {} file(s) skipped by statistics",
+        r.version, r.rows_matched, r.files_removed, r.files_added, r.rows_copied, r.files_skipped
+    );
+}
+
 fn parse_timestamp(s: &str) -> Result<i64> {
     let t = chrono::DateTime::parse_from_rfc3339(s).with_context(|| {
         format!("`{s}` is not an RFC 3339 timestamp (e.g. 2024-01-01T00:00:00Z)")
@@ -343,12 +371,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let r = w.execute().await?;
             if r.already_applied {
-                println!(
-                    "already applied: application `{}` version {} was committed before; table is at version {}",
-                    app_id.unwrap_or_default(),
-                    app_version.unwrap_or_default(),
-                    r.version
-                );
+                print_already_applied(app_id.as_deref(), app_version, r.version);
             } else {
                 println!(
                     "committed version {}: {} rows in {} file(s), {} bytes{}",
@@ -446,23 +469,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Delete { table, predicate } => {
             let t = Table::at(&table)?;
             let r = t.delete().with_predicate(predicate).execute().await?;
-            if r.unchanged {
-                println!(
-                    "no row matched; nothing committed (table at version {})",
-                    r.version
-                );
-            } else {
-                println!(
-                    "committed version {}: {} row(s) deleted; {} file(s) removed ({} without reading), {} added, {} row(s) copied; {} file(s) skipped by statistics",
-                    r.version,
-                    r.rows_matched,
-                    r.files_removed,
-                    r.files_removed_unread,
-                    r.files_added,
-                    r.rows_copied,
-                    r.files_skipped
-                );
-            }
+            print_row_change(&r, "deleted");
         }
         Command::Merge {
             table,
@@ -509,12 +516,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let r = m.execute().await?;
             if r.already_applied {
-                println!(
-                    "already applied: application `{}` version {} was committed before; table is at version {}",
-                    app_id.unwrap_or_default(),
-                    app_version.unwrap_or_default(),
-                    r.version
-                );
+                print_already_applied(app_id.as_deref(), app_version, r.version);
             } else if r.unchanged {
                 println!(
                     "nothing to change; nothing committed (table at version {})",
@@ -689,22 +691,7 @@ async fn run(cli: Cli) -> Result<()> {
                 u = u.with_predicate(p);
             }
             let r = u.execute().await?;
-            if r.unchanged {
-                println!(
-                    "no row matched; nothing committed (table at version {})",
-                    r.version
-                );
-            } else {
-                println!(
-                    "committed version {}: {} row(s) updated; {} file(s) rewritten, {} added, {} row(s) copied; {} file(s) skipped by statistics",
-                    r.version,
-                    r.rows_matched,
-                    r.files_removed,
-                    r.files_added,
-                    r.rows_copied,
-                    r.files_skipped
-                );
-            }
+            print_row_change(&r, "updated");
         }
         Command::History { table, limit, json } => {
             let t = Table::at(&table)?;

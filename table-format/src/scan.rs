@@ -693,10 +693,8 @@ fn row_groups_to_read(
             if let Some(v) = stat_value(&lo, g) {
                 mins[g].insert(c.field.name.clone(), v);
             }
-            // Parquet leaves NaN out of float maxima, and NaN sorts above every
-            // number: a float maximum is no upper bound.
-            let float = matches!(hi.data_type(), ArrowType::Float32 | ArrowType::Float64);
-            if let Some(v) = stat_value(&hi, g).filter(|_| !float) {
+            // (Float maxima are never trusted by the pruner: NaN sorts above them.)
+            if let Some(v) = stat_value(&hi, g) {
                 maxes[g].insert(c.field.name.clone(), v);
             }
             if nc.is_valid(g) {
@@ -706,24 +704,13 @@ fn row_groups_to_read(
     }
     all.into_iter()
         .filter(|&g| {
-            let mut stats = Map::new();
-            stats.insert("numRecords".into(), Value::from(groups[g].num_rows()));
-            stats.insert(
-                "minValues".into(),
-                Value::Object(std::mem::take(&mut mins[g])),
+            let stats = FileStats::new(
+                groups[g].num_rows(),
+                std::mem::take(&mut mins[g]),
+                std::mem::take(&mut maxes[g]),
+                std::mem::take(&mut nulls[g]),
             );
-            stats.insert(
-                "maxValues".into(),
-                Value::Object(std::mem::take(&mut maxes[g])),
-            );
-            stats.insert(
-                "nullCount".into(),
-                Value::Object(std::mem::take(&mut nulls[g])),
-            );
-            match FileStats::from_json(&Value::Object(stats).to_string()) {
-                Ok(s) => may_match(filter, Some(&s), partition_values, partition_columns),
-                Err(_) => true,
-            }
+            may_match(filter, Some(&stats), partition_values, partition_columns)
         })
         .collect()
 }
@@ -757,9 +744,7 @@ fn stat_value(array: &ArrayRef, i: usize) -> Option<Value> {
             let days = array
                 .as_primitive::<arrow::datatypes::Date32Type>()
                 .value(i);
-            let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?
-                .checked_add_signed(chrono::Duration::days(days as i64))?;
-            Some(Value::from(date.format("%Y-%m-%d").to_string()))
+            Some(Value::from(crate::protocol::partition::format_date(days)))
         }
         ArrowType::Timestamp(unit, _) => {
             let a = arrow::compute::cast(&array.slice(i, 1), &ArrowType::Timestamp(*unit, None))

@@ -1,6 +1,5 @@
 //! Log replay into an immutable [`Snapshot`]; time travel by version and timestamp.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -28,12 +27,13 @@ pub struct Snapshot {
     metadata: Metadata,
     schema: StructType,
     arrow_schema: SchemaRef,
-    /// Persistent maps: a snapshot derived by one commit shares all but the
-    /// changed entries with its parent, so commits cost O(changes), not O(files).
+    /// Persistent maps (also `txns` and `domains`): a snapshot derived by one commit
+    /// shares all but the changed entries with its parent, so commits cost
+    /// O(changes), not O(files).
     files: FileMap<Add>,
     tombstones: FileMap<Remove>,
-    txns: Arc<HashMap<String, Txn>>,
-    domains: Arc<HashMap<String, DomainMetadata>>,
+    txns: imbl::HashMap<String, Txn>,
+    domains: imbl::HashMap<String, DomainMetadata>,
     /// Commit timestamp of this version (ms since the epoch).
     timestamp: i64,
     /// The checkpoint this snapshot was loaded from, if any.
@@ -50,8 +50,8 @@ pub struct ReplayState {
     pub metadata: Option<Metadata>,
     pub files: FileMap<Add>,
     pub tombstones: FileMap<Remove>,
-    pub txns: HashMap<String, Txn>,
-    pub domains: HashMap<String, DomainMetadata>,
+    pub txns: imbl::HashMap<String, Txn>,
+    pub domains: imbl::HashMap<String, DomainMetadata>,
 }
 
 /// The key a file is tracked by: its decoded path plus its deletion vector id.
@@ -230,8 +230,8 @@ impl Snapshot {
             arrow_schema,
             files: state.files,
             tombstones: state.tombstones,
-            txns: Arc::new(state.txns),
-            domains: Arc::new(state.domains),
+            txns: state.txns,
+            domains: state.domains,
             timestamp,
             checkpoint_version,
         })
@@ -262,8 +262,8 @@ impl Snapshot {
             metadata: Some(self.metadata.clone()),
             files: self.files.clone(),
             tombstones: self.tombstones.clone(),
-            txns: (*self.txns).clone(),
-            domains: (*self.domains).clone(),
+            txns: self.txns.clone(),
+            domains: self.domains.clone(),
         };
         state.apply(actions.iter().cloned());
         let changes_table = actions
@@ -288,8 +288,8 @@ impl Snapshot {
             arrow_schema: self.arrow_schema.clone(),
             files: state.files,
             tombstones: state.tombstones,
-            txns: Arc::new(state.txns),
-            domains: Arc::new(state.domains),
+            txns: state.txns,
+            domains: state.domains,
             timestamp,
             checkpoint_version: self.checkpoint_version,
         })
@@ -386,11 +386,11 @@ impl Snapshot {
         self.txns.get(app_id).map(|t| t.version)
     }
 
-    pub fn app_transactions(&self) -> &HashMap<String, Txn> {
+    pub fn app_transactions(&self) -> &imbl::HashMap<String, Txn> {
         &self.txns
     }
 
-    pub fn domain_metadata(&self) -> &HashMap<String, DomainMetadata> {
+    pub fn domain_metadata(&self) -> &imbl::HashMap<String, DomainMetadata> {
         &self.domains
     }
 

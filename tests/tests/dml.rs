@@ -25,45 +25,11 @@ use shoal_format::transaction::conflict::check;
 use shoal_format::transaction::{ReadPredicate, ReadSet};
 use shoal_format::write::WriterOptions;
 use shoal_format::{ConflictKind, Error, SaveMode, Snapshot, StructField, StructType, Table};
-use shoal_tests::{canonical_rows, python, read_parquet, run_python, DUMP_ALL_VERSIONS};
+use shoal_tests::{canonical_rows, python, read_parquet, run_python, Rng, DUMP_ALL_VERSIONS};
 
 // ---------------------------------------------------------------------------------------
 // Deterministic randomness and rows
 // ---------------------------------------------------------------------------------------
-
-/// splitmix64: small, fast and good enough to drive property tests deterministically.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn between(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1) as u64) as i64
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
 
 const PARTS: [&str; 4] = ["a", "b", "c", "d"];
 const NAMES: [&str; 6] = ["alpha", "beta", "gamma", "delta", "omega", "émile"];

@@ -17,46 +17,12 @@ use shoal_format::ops::MergeBuilder;
 use shoal_format::write::WriterOptions;
 use shoal_format::{Error, SchemaMode, Snapshot, Table};
 use shoal_tests::{
-    canonical_rows, column_names, python, read_parquet, run_python, DUMP_ALL_VERSIONS,
+    canonical_rows, column_names, python, read_parquet, run_python, Rng, DUMP_ALL_VERSIONS,
 };
 
 // ---------------------------------------------------------------------------------------
 // Deterministic randomness
 // ---------------------------------------------------------------------------------------
-
-/// splitmix64: small, fast and good enough to drive property tests deterministically.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn between(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1) as u64) as i64
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize].clone()
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Rows and batches
@@ -752,16 +718,16 @@ fn random_spec(rng: &mut Rng, partitioned: bool) -> Spec {
     };
     for _ in 0..rng.between(0, 3) {
         let a = rng.pick(&[MAct::UpdateAll, MAct::UpdateExpr, MAct::Delete]);
-        spec.matched.push((rng.pick(&MATCHED_CONDS), a));
+        spec.matched.push((*rng.pick(&MATCHED_CONDS), *a));
     }
     for _ in 0..rng.between(0, 2) {
         let a = rng.pick(&[NAct::All, NAct::Values, NAct::Partial]);
-        spec.not_matched.push((rng.pick(&NOT_MATCHED_CONDS), a));
+        spec.not_matched.push((*rng.pick(&NOT_MATCHED_CONDS), *a));
     }
     if rng.chance(35) {
         for _ in 0..rng.between(1, 2) {
             let a = rng.pick(&[BAct::Update, BAct::UpdatePrefixed, BAct::Delete]);
-            spec.by_source.push((rng.pick(&BY_SOURCE_CONDS), a));
+            spec.by_source.push((*rng.pick(&BY_SOURCE_CONDS), *a));
         }
     }
     if spec.matched.is_empty() && spec.not_matched.is_empty() && spec.by_source.is_empty() {

@@ -26,33 +26,12 @@ use shoal_format::protocol::Add;
 use shoal_format::scan::ScanBuilder;
 use shoal_format::{Error, Snapshot, Table};
 use shoal_tests::{
-    canonical_rows, column_names, python, read_parquet, run_python, DUMP_ALL_VERSIONS,
+    canonical_rows, column_names, python, read_parquet, run_python, Rng, DUMP_ALL_VERSIONS,
 };
 
 // ---------------------------------------------------------------------------------------
 // Deterministic rows and shared checks
 // ---------------------------------------------------------------------------------------
-
-/// splitmix64: small, fast and good enough to drive these tests deterministically.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// Partition values: plain ones, one that needs escaping in paths, and null.
 const PARTS: [Option<&str>; 4] = [Some("a"), Some("b"), Some("c d/é"), None];

@@ -244,6 +244,69 @@ impl Expr {
             .unwrap_or(Expr::Literal(Scalar::Boolean(true)))
     }
 
+    /// The expression with every column path replaced by `f(path)`.
+    pub fn try_map_columns<E>(
+        &self,
+        f: &mut impl FnMut(&[String]) -> std::result::Result<Vec<String>, E>,
+    ) -> std::result::Result<Expr, E> {
+        let mut m = |x: &Expr| x.try_map_columns(f).map(Box::new);
+        Ok(match self {
+            Expr::Column(path) => Expr::Column(f(path)?),
+            Expr::Literal(_) => self.clone(),
+            Expr::Binary { op, left, right } => Expr::Binary {
+                op: *op,
+                left: m(left)?,
+                right: m(right)?,
+            },
+            Expr::Not(x) => Expr::Not(m(x)?),
+            Expr::Negative(x) => Expr::Negative(m(x)?),
+            Expr::IsNull(x) => Expr::IsNull(m(x)?),
+            Expr::IsNotNull(x) => Expr::IsNotNull(m(x)?),
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => Expr::InList {
+                expr: m(expr)?,
+                list: list
+                    .iter()
+                    .map(|x| x.try_map_columns(f))
+                    .collect::<std::result::Result<_, _>>()?,
+                negated: *negated,
+            },
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+            } => Expr::Like {
+                expr: m(expr)?,
+                pattern: pattern.clone(),
+                negated: *negated,
+            },
+            Expr::Cast { expr, data_type } => Expr::Cast {
+                expr: m(expr)?,
+                data_type: data_type.clone(),
+            },
+            Expr::Function { func, args } => Expr::Function {
+                func: *func,
+                args: args
+                    .iter()
+                    .map(|x| x.try_map_columns(f))
+                    .collect::<std::result::Result<_, _>>()?,
+            },
+        })
+    }
+
+    /// The column paths the expression reads, in order of appearance.
+    pub fn columns(&self) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        let _ = self.try_map_columns(&mut |p: &[String]| {
+            out.push(p.to_vec());
+            Ok::<_, std::convert::Infallible>(p.to_vec())
+        });
+        out
+    }
+
     fn precedence(&self) -> u8 {
         match self {
             Expr::Binary { op, .. } => op.precedence(),

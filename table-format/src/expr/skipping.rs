@@ -63,6 +63,33 @@ impl FileStats {
         Ok(serde_json::from_str(text)?)
     }
 
+    /// Statistics in `add.stats` form built in memory (e.g. from a Parquet row group).
+    pub fn new(
+        num_records: i64,
+        min_values: Map<String, Value>,
+        max_values: Map<String, Value>,
+        null_count: Map<String, Value>,
+    ) -> FileStats {
+        FileStats {
+            num_records: Some(num_records),
+            min_values,
+            max_values,
+            null_count,
+        }
+    }
+
+    /// The statistics of an `add` action; stats that do not parse count as missing.
+    pub fn of_add(add: &Add) -> Option<FileStats> {
+        let text = add.stats.as_deref()?;
+        match FileStats::from_json(text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(path = %add.path, error = %e, "ignoring unreadable file stats");
+                None
+            }
+        }
+    }
+
     pub fn num_records(&self) -> Option<i64> {
         self.num_records
     }
@@ -115,13 +142,7 @@ pub fn may_match(
     if stats.and_then(FileStats::num_records) == Some(0) {
         return false;
     }
-    let pruner = Pruner {
-        predicate,
-        stats,
-        partition_values,
-        partition_columns,
-        partition_batch: OnceCell::new(),
-    };
+    let pruner = Pruner::new(predicate, stats, partition_values, partition_columns);
     pruner.can_be(predicate, true)
 }
 
@@ -136,13 +157,7 @@ pub fn must_match(
     partition_values: &HashMap<String, Option<String>>,
     partition_columns: &[String],
 ) -> bool {
-    let pruner = Pruner {
-        predicate,
-        stats,
-        partition_values,
-        partition_columns,
-        partition_batch: OnceCell::new(),
-    };
+    let pruner = Pruner::new(predicate, stats, partition_values, partition_columns);
     if pruner.reads_only_partitions(predicate) {
         return pruner.exact(predicate) == Some(Some(true));
     }
@@ -193,16 +208,7 @@ fn never_null(e: &BoundExpr) -> bool {
 
 /// [`may_match`] for an `add` action; stats that do not parse count as missing.
 pub fn may_match_file(predicate: &BoundExpr, add: &Add, partition_columns: &[String]) -> bool {
-    let stats = add
-        .stats
-        .as_deref()
-        .and_then(|text| match FileStats::from_json(text) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::debug!(path = %add.path, error = %e, "ignoring unreadable file stats");
-                None
-            }
-        });
+    let stats = FileStats::of_add(add);
     let keep = may_match(
         predicate,
         stats.as_ref(),
@@ -283,6 +289,21 @@ impl Range {
 }
 
 impl<'a> Pruner<'a> {
+    fn new(
+        predicate: &'a BoundExpr,
+        stats: Option<&'a FileStats>,
+        partition_values: &'a HashMap<String, Option<String>>,
+        partition_columns: &'a [String],
+    ) -> Self {
+        Pruner {
+            predicate,
+            stats,
+            partition_values,
+            partition_columns,
+            partition_batch: OnceCell::new(),
+        }
+    }
+
     /// Can some row of the file make `e` evaluate to `want`?
     fn can_be(&self, e: &BoundExpr, want: bool) -> bool {
         if self.reads_only_partitions(e) {

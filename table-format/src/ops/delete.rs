@@ -74,16 +74,13 @@ impl DeleteBuilder {
     }
 
     pub async fn execute(self) -> Result<RowChangeResult> {
-        let snapshot = match self.snapshot {
-            Some(s) => s,
-            None => Snapshot::load(&self.store, None).await?,
-        };
-        check_write(snapshot.protocol(), snapshot.metadata())?;
-        refuse_append_only(&snapshot, "DELETE")?;
-        let predicate = match &self.predicate {
-            Some(text) => Some(bind_predicate(&parse_predicate(text)?, snapshot.schema())?),
-            None => None,
-        };
+        let (snapshot, predicate) = prepare(
+            &self.store,
+            self.snapshot,
+            self.predicate.as_deref(),
+            "DELETE",
+        )
+        .await?;
         execute_change(
             snapshot,
             predicate,
@@ -143,12 +140,13 @@ impl UpdateBuilder {
                 "UPDATE needs at least one `column = expression` assignment".into(),
             ));
         }
-        let snapshot = match self.snapshot {
-            Some(s) => s,
-            None => Snapshot::load(&self.store, None).await?,
-        };
-        check_write(snapshot.protocol(), snapshot.metadata())?;
-        refuse_append_only(&snapshot, "UPDATE")?;
+        let (snapshot, predicate) = prepare(
+            &self.store,
+            self.snapshot,
+            self.predicate.as_deref(),
+            "UPDATE",
+        )
+        .await?;
         let assignments: Vec<BoundAssignment> = self
             .assignments
             .iter()
@@ -164,10 +162,6 @@ impl UpdateBuilder {
                 a.column[0]
             )));
         }
-        let predicate = match &self.predicate {
-            Some(text) => Some(bind_predicate(&parse_predicate(text)?, snapshot.schema())?),
-            None => None,
-        };
         execute_change(
             snapshot,
             predicate,
@@ -179,13 +173,29 @@ impl UpdateBuilder {
     }
 }
 
-fn refuse_append_only(snapshot: &Snapshot, operation: &str) -> Result<()> {
+/// The snapshot a row change starts from (checked: writable, not append-only) and its
+/// bound predicate.
+async fn prepare(
+    store: &TableStore,
+    snapshot: Option<Snapshot>,
+    predicate: Option<&str>,
+    operation: &str,
+) -> Result<(Snapshot, Option<BoundExpr>)> {
+    let snapshot = match snapshot {
+        Some(s) => s,
+        None => Snapshot::load(store, None).await?,
+    };
+    check_write(snapshot.protocol(), snapshot.metadata())?;
     if snapshot.metadata().property("delta.appendOnly") == Some("true") {
         return Err(Error::NotAllowed(format!(
             "the table is append-only (delta.appendOnly=true); {operation} would change existing rows"
         )));
     }
-    Ok(())
+    let predicate = match predicate {
+        Some(text) => Some(bind_predicate(&parse_predicate(text)?, snapshot.schema())?),
+        None => None,
+    };
+    Ok((snapshot, predicate))
 }
 
 async fn execute_change(
@@ -268,7 +278,7 @@ async fn execute_change(
         Err(e) => {
             // Nothing references the new files: remove them rather than leave them
             // to vacuum.
-            crate::ops::write::delete_unreferenced(snapshot.store(), &written).await;
+            crate::write::delete_unreferenced(snapshot.store(), &written).await;
             Err(e)
         }
     }

@@ -27,7 +27,7 @@ use arrow::compute::kernels::zip::zip;
 use arrow::compute::{and, cast, concat_batches, filter_record_batch, not, or, take};
 use arrow::datatypes::{Field, Fields, Schema, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use serde_json::Value;
 use tracing::{debug, info};
 
@@ -37,6 +37,7 @@ use crate::expr::{
     parse_predicate, BinaryOp, BoundExpr, BoundKind, Expr, Scalar,
 };
 use crate::ops::create::new_table_actions;
+use crate::ops::rewrite::files_with_match;
 use crate::protocol::features::{check_write, ColumnMapping};
 use crate::protocol::{Action, Add, DataType, Metadata, Remove, StructField, StructType, Txn};
 use crate::scan::ScanBuilder;
@@ -367,21 +368,11 @@ impl MergeBuilder {
                 Ok(stats)
             }
             Err(e) => {
-                crate::ops::write::delete_unreferenced(&self.store, &written).await;
-                if let (
-                    Error::Conflict(crate::ConflictKind::ConcurrentTransaction { .. }),
-                    Some((app, v)),
-                ) = (&e, &self.app)
-                {
-                    let latest = Snapshot::load(&self.store, None).await?;
-                    if latest
-                        .app_transaction_version(app)
-                        .is_some_and(|last| last >= *v)
-                    {
-                        return Ok(MergeResult::nothing(latest, true));
-                    }
+                crate::write::delete_unreferenced(&self.store, &written).await;
+                match crate::ops::write::applied_concurrently(&self.store, &e, &self.app).await? {
+                    Some(latest) => Ok(MergeResult::nothing(latest, true)),
+                    None => Err(e),
                 }
-                Err(e)
             }
         }
     }
@@ -438,6 +429,9 @@ struct Plan {
     /// The target schema after the merge (evolved in schema mode merge).
     target: StructType,
     target_arrow: SchemaRef,
+    /// The target schema with every column nullable: how target rows are read and
+    /// joined (rows not yet checked against NOT NULL).
+    read_schema: SchemaRef,
     /// Columns of the table before the merge (files are read with these).
     old_columns: usize,
     /// The evolved metadata, when the schema changes.
@@ -597,7 +591,7 @@ impl Plan {
             }
         }
         if let Some(f) = &source_filter {
-            let only_source = source_side_batch(&joined_arrow, &target_arrow, &source)?;
+            let only_source = half_joined(&joined_arrow, &source, false)?;
             let m = matching_rows(f, &only_source)?;
             for (i, e) in eligible.iter_mut().enumerate() {
                 *e &= m.value(i);
@@ -752,7 +746,15 @@ impl Plan {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let read_schema = Arc::new(Schema::new(
+            target_arrow
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<Field>>(),
+        ));
         Ok(Plan {
+            read_schema,
             old_columns: old.fields.len(),
             target,
             target_arrow,
@@ -835,123 +837,41 @@ fn cast_to(value: BoundExpr, data_type: &DataType) -> BoundExpr {
 
 /// Prefixes unqualified column names with the side that has them.
 fn qualify(e: &Expr, target: &[&str], source: &[&str]) -> Result<Expr> {
-    let q = |e: &Expr| qualify(e, target, source);
-    Ok(match e {
-        Expr::Column(path) => {
-            let first = path[0].to_ascii_lowercase();
-            if (first == "target" || first == "source") && path.len() > 1 {
-                let mut p = path.clone();
-                p[0] = first;
-                Expr::Column(p)
-            } else {
-                let in_t = target.iter().any(|c| c.eq_ignore_ascii_case(&path[0]));
-                let in_s = source.iter().any(|c| c.eq_ignore_ascii_case(&path[0]));
-                let side = match (in_t, in_s) {
-                    (true, true) => {
-                        return Err(Error::InvalidExpression(format!(
-                            "column `{}` is ambiguous: both target and source have it; write target.{0} or source.{0}",
-                            path.join(".")
-                        )))
-                    }
-                    (true, false) => "target",
-                    (false, true) => "source",
-                    (false, false) => {
-                        return Err(Error::UnknownColumn {
-                            column: path.join("."),
-                            suggestion: None,
-                        })
-                    }
-                };
-                let mut p = vec![side.to_string()];
-                p.extend(path.iter().cloned());
-                Expr::Column(p)
-            }
+    e.try_map_columns(&mut |path: &[String]| {
+        let first = path[0].to_ascii_lowercase();
+        if (first == "target" || first == "source") && path.len() > 1 {
+            let mut p = path.to_vec();
+            p[0] = first;
+            return Ok(p);
         }
-        Expr::Literal(_) => e.clone(),
-        Expr::Binary { op, left, right } => Expr::Binary {
-            op: *op,
-            left: Box::new(q(left)?),
-            right: Box::new(q(right)?),
-        },
-        Expr::Not(x) => Expr::Not(Box::new(q(x)?)),
-        Expr::Negative(x) => Expr::Negative(Box::new(q(x)?)),
-        Expr::IsNull(x) => Expr::IsNull(Box::new(q(x)?)),
-        Expr::IsNotNull(x) => Expr::IsNotNull(Box::new(q(x)?)),
-        Expr::InList {
-            expr,
-            list,
-            negated,
-        } => Expr::InList {
-            expr: Box::new(q(expr)?),
-            list: list.iter().map(q).collect::<Result<_>>()?,
-            negated: *negated,
-        },
-        Expr::Like {
-            expr,
-            pattern,
-            negated,
-        } => Expr::Like {
-            expr: Box::new(q(expr)?),
-            pattern: pattern.clone(),
-            negated: *negated,
-        },
-        Expr::Cast { expr, data_type } => Expr::Cast {
-            expr: Box::new(q(expr)?),
-            data_type: data_type.clone(),
-        },
-        Expr::Function { func, args } => Expr::Function {
-            func: *func,
-            args: args.iter().map(q).collect::<Result<_>>()?,
-        },
+        let in_t = target.iter().any(|c| c.eq_ignore_ascii_case(&path[0]));
+        let in_s = source.iter().any(|c| c.eq_ignore_ascii_case(&path[0]));
+        let side = match (in_t, in_s) {
+            (true, true) => {
+                return Err(Error::InvalidExpression(format!(
+                    "column `{}` is ambiguous: both target and source have it; write target.{0} or source.{0}",
+                    path.join(".")
+                )))
+            }
+            (true, false) => "target",
+            (false, true) => "source",
+            (false, false) => {
+                return Err(Error::UnknownColumn {
+                    column: path.join("."),
+                    suggestion: None,
+                })
+            }
+        };
+        let mut p = vec![side.to_string()];
+        p.extend(path.iter().cloned());
+        Ok(p)
     })
 }
 
 /// Strips the `target.` prefix of a target-only expression.
 fn unqualify(e: &Expr) -> Expr {
-    map_columns(e, &|p: &[String]| p[1..].to_vec())
-}
-
-fn map_columns(e: &Expr, f: &dyn Fn(&[String]) -> Vec<String>) -> Expr {
-    let m = |x: &Expr| Box::new(map_columns(x, f));
-    match e {
-        Expr::Column(p) => Expr::Column(f(p)),
-        Expr::Literal(_) => e.clone(),
-        Expr::Binary { op, left, right } => Expr::Binary {
-            op: *op,
-            left: m(left),
-            right: m(right),
-        },
-        Expr::Not(x) => Expr::Not(m(x)),
-        Expr::Negative(x) => Expr::Negative(m(x)),
-        Expr::IsNull(x) => Expr::IsNull(m(x)),
-        Expr::IsNotNull(x) => Expr::IsNotNull(m(x)),
-        Expr::InList {
-            expr,
-            list,
-            negated,
-        } => Expr::InList {
-            expr: m(expr),
-            list: list.iter().map(|x| map_columns(x, f)).collect(),
-            negated: *negated,
-        },
-        Expr::Like {
-            expr,
-            pattern,
-            negated,
-        } => Expr::Like {
-            expr: m(expr),
-            pattern: pattern.clone(),
-            negated: *negated,
-        },
-        Expr::Cast { expr, data_type } => Expr::Cast {
-            expr: m(expr),
-            data_type: data_type.clone(),
-        },
-        Expr::Function { func, args } => Expr::Function {
-            func: *func,
-            args: args.iter().map(|x| map_columns(x, f)).collect(),
-        },
-    }
+    e.try_map_columns(&mut |p: &[String]| Ok::<_, std::convert::Infallible>(p[1..].to_vec()))
+        .unwrap_or_else(|never| match never {})
 }
 
 fn conjuncts(e: Expr) -> Vec<Expr> {
@@ -993,38 +913,11 @@ fn key_pair(e: &Expr) -> Option<(String, String)> {
 
 /// (reads target, reads source).
 fn sides(e: &Expr) -> (bool, bool) {
-    let mut t = false;
-    let mut s = false;
-    fn walk(e: &Expr, t: &mut bool, s: &mut bool) {
-        match e {
-            Expr::Column(p) => match p[0].as_str() {
-                "target" => *t = true,
-                _ => *s = true,
-            },
-            Expr::Literal(_) => {}
-            Expr::Binary { left, right, .. } => {
-                walk(left, t, s);
-                walk(right, t, s);
-            }
-            Expr::Not(x) | Expr::Negative(x) | Expr::IsNull(x) | Expr::IsNotNull(x) => {
-                walk(x, t, s)
-            }
-            Expr::InList { expr, list, .. } => {
-                walk(expr, t, s);
-                for x in list {
-                    walk(x, t, s);
-                }
-            }
-            Expr::Like { expr, .. } | Expr::Cast { expr, .. } => walk(expr, t, s),
-            Expr::Function { args, .. } => {
-                for x in args {
-                    walk(x, t, s);
-                }
-            }
-        }
-    }
-    walk(e, &mut t, &mut s);
-    (t, s)
+    let columns = e.columns();
+    (
+        columns.iter().any(|p| p[0] == "target"),
+        columns.iter().any(|p| p[0] != "target"),
+    )
 }
 
 /// The smallest and largest eligible key values, as literals of the column type.
@@ -1123,51 +1016,49 @@ fn dedupe_last(
 }
 
 /// A joined batch: the target rows and, per row, the source row at `source_rows`
-/// (a null source where the index is null). `source_rows: None` takes the source as is.
+/// (a null source where the index is null).
 fn join_batches(
     joined: &SchemaRef,
     target: &RecordBatch,
     source: &RecordBatch,
-    source_rows: Option<&UInt32Array>,
+    source_rows: &UInt32Array,
 ) -> Result<RecordBatch> {
     let (tf, sf) = struct_fields(joined)?;
-    let n = target.num_rows();
     let t = StructArray::try_new(tf, target.columns().to_vec(), None)?;
-    let s_cols: Vec<ArrayRef> = match source_rows {
-        Some(idx) => source
-            .columns()
-            .iter()
-            .map(|c| take(c, idx, None))
-            .collect::<std::result::Result<_, _>>()?,
-        None => source.columns().to_vec(),
-    };
-    let s_nulls = source_rows.and_then(|i| i.nulls().cloned());
-    let s = StructArray::try_new(sf, s_cols, s_nulls)?;
+    let s_cols: Vec<ArrayRef> = source
+        .columns()
+        .iter()
+        .map(|c| take(c, source_rows, None))
+        .collect::<std::result::Result<_, _>>()?;
+    let s = StructArray::try_new(sf, s_cols, source_rows.nulls().cloned())?;
     Ok(RecordBatch::try_new_with_options(
         joined.clone(),
         vec![Arc::new(t), Arc::new(s)],
-        &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(target.num_rows())),
     )?)
 }
 
-/// A joined batch of source rows only (target all null).
-fn source_side_batch(
-    joined: &SchemaRef,
-    target_arrow: &SchemaRef,
-    source: &RecordBatch,
-) -> Result<RecordBatch> {
+/// A joined batch with one side only (`target_side`: the rows are target rows); the
+/// other side is a null struct.
+fn half_joined(joined: &SchemaRef, rows: &RecordBatch, target_side: bool) -> Result<RecordBatch> {
     let (tf, sf) = struct_fields(joined)?;
-    let n = source.num_rows();
-    let t_cols: Vec<ArrayRef> = target_arrow
-        .fields()
-        .iter()
-        .map(|f| arrow::array::new_null_array(f.data_type(), n))
-        .collect();
-    let t = StructArray::try_new(tf, t_cols, Some(arrow::buffer::NullBuffer::new_null(n)))?;
-    let s = StructArray::try_new(sf, source.columns().to_vec(), None)?;
-    Ok(RecordBatch::try_new(
+    let n = rows.num_rows();
+    let (present, absent) = if target_side { (tf, sf) } else { (sf, tf) };
+    let present: ArrayRef = Arc::new(StructArray::try_new(
+        present,
+        rows.columns().to_vec(),
+        None,
+    )?);
+    let absent: ArrayRef = Arc::new(StructArray::new_null(absent, n));
+    let columns = if target_side {
+        vec![present, absent]
+    } else {
+        vec![absent, present]
+    };
+    Ok(RecordBatch::try_new_with_options(
         joined.clone(),
-        vec![Arc::new(t), Arc::new(s)],
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
     )?)
 }
 
@@ -1240,27 +1131,14 @@ impl Plan {
                     acc
                 });
             stats.files_scanned = candidates.len();
-            let hits: Vec<(Arc<Add>, bool)> = futures::stream::iter(candidates)
-                .map(|add| {
-                    let key_names = key_names.clone();
-                    async move {
-                        let hit = self.file_has_match(snapshot, &add, &key_names).await?;
-                        Ok::<_, Error>((add, hit))
-                    }
-                })
-                .buffer_unordered(2)
-                .try_collect()
-                .await?;
-            let mut hits = hits;
-            hits.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-            for (add, _) in &hits {
+            for add in &candidates {
                 out.files_read
                     .insert(file_key(&add.path, add.deletion_vector.as_ref()));
             }
-            hits.into_iter()
-                .filter(|(_, hit)| *hit)
-                .map(|(a, _)| a)
-                .collect()
+            files_with_match(snapshot, candidates, &key_names, |batch| {
+                self.batch_has_match(batch)
+            })
+            .await?
         };
         stats.scan_ms = scan_started.elapsed().as_millis() as u64;
 
@@ -1269,13 +1147,7 @@ impl Plan {
         let mut source_matched = BooleanBufferBuilder::new(self.source.num_rows());
         source_matched.append_n(self.source.num_rows(), false);
         if !to_rewrite.is_empty() {
-            let mut writer = DataWriter::new(
-                snapshot.store().clone(),
-                &self.target,
-                &self.target_arrow,
-                &partition_columns,
-                options.clone(),
-            )?;
+            let mut writer = self.writer(snapshot, options)?;
             let now = chrono::Utc::now().timestamp_millis();
             // One scan over every file to rewrite: files decode two at a time.
             let rewritten = async {
@@ -1295,7 +1167,7 @@ impl Plan {
             }
             .await;
             if let Err(e) = rewritten {
-                crate::ops::write::delete_unreferenced(snapshot.store(), &writer.written()).await;
+                writer.abandon().await;
                 return Err(e);
             }
             for add in &to_rewrite {
@@ -1312,26 +1184,24 @@ impl Plan {
             let unmatched = not(&BooleanArray::new(matched, None))?;
             let rows = filter_record_batch(&self.source, &unmatched)?;
             if rows.num_rows() > 0 {
-                let joined = source_side_batch(&self.joined_arrow, &self.target_arrow, &rows)?;
-                let (columns, chosen) = self.apply_inserts(
-                    &self.not_matched,
-                    &joined,
-                    &BooleanArray::from(vec![true; rows.num_rows()]),
-                )?;
+                let joined = half_joined(&self.joined_arrow, &rows, false)?;
+                let nulls: Vec<ArrayRef> = self
+                    .target_arrow
+                    .fields()
+                    .iter()
+                    .map(|f| arrow::array::new_null_array(f.data_type(), rows.num_rows()))
+                    .collect();
+                let everyone = BooleanArray::from(vec![true; rows.num_rows()]);
+                let (columns, chosen, _) =
+                    apply_clauses(&self.not_matched, &joined, &everyone, nulls)?;
                 let inserted = self.target_batch(columns, &chosen)?;
                 stats.rows_inserted += inserted.num_rows() as u64;
                 if inserted.num_rows() > 0 {
-                    let mut writer = DataWriter::new(
-                        snapshot.store().clone(),
-                        &self.target,
-                        &self.target_arrow,
-                        &partition_columns,
-                        options.clone(),
-                    )?;
+                    let mut writer = self.writer(snapshot, options)?;
                     if let Err(e) = writer.write(&inserted).await {
-                        let mut paths = writer.written();
-                        paths.extend(out.adds.iter().map(|a| a.path.clone()));
-                        crate::ops::write::delete_unreferenced(snapshot.store(), &paths).await;
+                        writer.abandon().await;
+                        let paths: Vec<String> = out.adds.iter().map(|a| a.path.clone()).collect();
+                        crate::write::delete_unreferenced(snapshot.store(), &paths).await;
                         return Err(e);
                     }
                     out.adds.extend(writer.finish().await?);
@@ -1347,54 +1217,47 @@ impl Plan {
         Ok(out)
     }
 
-    /// Whether some row of `add` finds a source key (and passes the target-only ON
-    /// conditions), reading only the columns that takes.
-    async fn file_has_match(
-        &self,
-        snapshot: &Snapshot,
-        add: &Arc<Add>,
-        columns: &[String],
-    ) -> Result<bool> {
-        let mut stream = ScanBuilder::new(snapshot.clone())
-            .with_files(vec![add.clone()])
-            .with_columns(columns)
-            .with_batch_size(64 * 1024)
-            .execute()?;
-        while let Some(batch) = stream.try_next().await? {
-            let keys: Vec<ArrayRef> = self
-                .key_columns
-                .iter()
-                .map(|i| {
-                    batch
-                        .column_by_name(&self.target.fields[*i].name)
-                        .cloned()
-                        .ok_or_else(|| Error::InvalidArgument("internal: key column".into()))
-                })
-                .collect::<Result<_>>()?;
-            let rows = self.converter.convert_columns(&keys)?;
-            let filter = match &self.target_filter {
-                Some(f) => {
-                    let full = self.partial_target_batch(&batch)?;
-                    Some(matching_rows(f, &full)?)
+    /// A writer of the (possibly evolved) target schema with the table's settings.
+    fn writer(&self, snapshot: &Snapshot, options: &WriterOptions) -> Result<DataWriter> {
+        DataWriter::new(
+            snapshot.store().clone(),
+            &self.target,
+            &self.target_arrow,
+            snapshot.partition_columns(),
+            options.clone().for_table(snapshot.metadata()),
+        )
+    }
+
+    /// Whether some row of a key-columns batch finds a source key (and passes the
+    /// target-only ON conditions).
+    fn batch_has_match(&self, batch: &RecordBatch) -> Result<bool> {
+        let keys: Vec<ArrayRef> = self
+            .key_columns
+            .iter()
+            .map(|i| {
+                batch
+                    .column_by_name(&self.target.fields[*i].name)
+                    .cloned()
+                    .ok_or_else(|| Error::InvalidArgument("internal: key column".into()))
+            })
+            .collect::<Result<_>>()?;
+        let rows = self.converter.convert_columns(&keys)?;
+        let filter = match &self.target_filter {
+            Some(f) => Some(matching_rows(f, &self.partial_target_batch(batch)?)?),
+            None => None,
+        };
+        for i in 0..batch.num_rows() {
+            if keys.iter().any(|k| k.is_null(i)) || filter.as_ref().is_some_and(|f| !f.value(i)) {
+                continue;
+            }
+            let mut found = self.matches(rows.row(i).data());
+            if found.next().is_some() {
+                // Without a residual condition, a second source row for the key is a
+                // duplicate match: refuse before anything is written.
+                if self.residual.is_none() && found.next().is_some() {
+                    return Err(duplicate_match(batch, &key_positions(self, batch), i));
                 }
-                None => None,
-            };
-            for i in 0..batch.num_rows() {
-                if keys.iter().any(|k| k.is_null(i)) {
-                    continue;
-                }
-                if filter.as_ref().is_some_and(|f| !f.value(i)) {
-                    continue;
-                }
-                let mut found = self.matches(rows.row(i).data());
-                if found.next().is_some() {
-                    // Without a residual condition, a second source row for the key is
-                    // a duplicate match: refuse before anything is written.
-                    if self.residual.is_none() && found.next().is_some() {
-                        return Err(duplicate_match(&batch, &key_positions(self, &batch), i));
-                    }
-                    return Ok(true);
-                }
+                return Ok(true);
             }
         }
         Ok(false)
@@ -1404,7 +1267,7 @@ impl Plan {
     fn partial_target_batch(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let n = batch.num_rows();
         let full: Vec<ArrayRef> = self
-            .target_arrow
+            .read_schema
             .fields()
             .iter()
             .map(|f| {
@@ -1414,19 +1277,7 @@ impl Plan {
                     .unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), n))
             })
             .collect();
-        let target = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(
-                self.target_arrow
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<Field>>(),
-            )),
-            full,
-            &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
-        )?;
-        let nulls = UInt32Array::new_null(n);
-        join_batches(&self.joined_arrow, &target, &self.source, Some(&nulls))
+        half_joined(&self.joined_arrow, &self.target_rows(full, n)?, true)
     }
 
     /// A target batch read with the old schema, extended with null columns the merge
@@ -1434,19 +1285,17 @@ impl Plan {
     fn evolve(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let n = batch.num_rows();
         let mut cols = batch.columns().to_vec();
-        for f in self.target_arrow.fields().iter().skip(self.old_columns) {
+        for f in self.read_schema.fields().iter().skip(self.old_columns) {
             cols.push(arrow::array::new_null_array(f.data_type(), n));
         }
-        let schema = Arc::new(Schema::new(
-            self.target_arrow
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<Field>>(),
-        ));
+        self.target_rows(cols, n)
+    }
+
+    /// Target columns as a batch of the (nullable) read schema.
+    fn target_rows(&self, columns: Vec<ArrayRef>, n: usize) -> Result<RecordBatch> {
         Ok(RecordBatch::try_new_with_options(
-            schema,
-            cols,
+            self.read_schema.clone(),
+            columns,
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
         )?)
     }
@@ -1467,12 +1316,7 @@ impl Plan {
         let rows = self.converter.convert_columns(&keys)?;
         let filter = match &self.target_filter {
             Some(f) => {
-                let j = join_batches(
-                    &self.joined_arrow,
-                    batch,
-                    &self.source,
-                    Some(&UInt32Array::new_null(n)),
-                )?;
+                let j = half_joined(&self.joined_arrow, batch, true)?;
                 Some(matching_rows(f, &j)?)
             }
             None => None,
@@ -1495,7 +1339,7 @@ impl Plan {
         let mut source_idx = UInt32Array::from(first);
         // With the residual condition, a pair only matches when it holds.
         if let Some(res) = &self.residual {
-            let j = join_batches(&self.joined_arrow, batch, &self.source, Some(&source_idx))?;
+            let j = join_batches(&self.joined_arrow, batch, &self.source, &source_idx)?;
             let ok = matching_rows(res, &j)?;
             let mut v: Vec<Option<u32>> = source_idx.iter().collect();
             // Rows whose first candidate fails may still match a later one.
@@ -1509,7 +1353,7 @@ impl Plan {
                 let t_idx = UInt32Array::from(multi.iter().map(|p| p.0).collect::<Vec<_>>());
                 let s_idx = UInt32Array::from(multi.iter().map(|p| p.1).collect::<Vec<_>>());
                 let t = arrow::compute::take_record_batch(batch, &t_idx)?;
-                let jm = join_batches(&self.joined_arrow, &t, &self.source, Some(&s_idx))?;
+                let jm = join_batches(&self.joined_arrow, &t, &self.source, &s_idx)?;
                 let okm = matching_rows(res, &jm)?;
                 for (k, p) in multi.iter().enumerate() {
                     if okm.value(k) {
@@ -1550,7 +1394,7 @@ impl Plan {
                 batch.columns().to_vec(),
             )?));
         }
-        let joined = join_batches(&self.joined_arrow, batch, &self.source, Some(&source_idx))?;
+        let joined = join_batches(&self.joined_arrow, batch, &self.source, &source_idx)?;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         let mut keep = BooleanArray::from(vec![true; n]);
         let mut changed = BooleanArray::from(vec![false; n]);
@@ -1558,8 +1402,7 @@ impl Plan {
             if clauses.is_empty() {
                 continue;
             }
-            let (new_cols, chosen, deleted) =
-                self.apply_update_delete(clauses, &joined, rows_mask, &columns)?;
+            let (new_cols, chosen, deleted) = apply_clauses(clauses, &joined, rows_mask, columns)?;
             columns = new_cols;
             let upd = and(&chosen, &not(&deleted)?)?;
             let n_upd = upd.true_count() as u64;
@@ -1599,91 +1442,50 @@ impl Plan {
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
         )?)
     }
+}
 
-    /// Applies matched (or by-source) clauses in order to the rows of `rows_mask`:
-    /// returns the new columns, the rows some clause chose, and the rows deleted.
-    fn apply_update_delete(
-        &self,
-        clauses: &[BoundClause],
-        joined: &RecordBatch,
-        rows_mask: &BooleanArray,
-        columns: &[ArrayRef],
-    ) -> Result<(Vec<ArrayRef>, BooleanArray, BooleanArray)> {
-        let n = joined.num_rows();
-        let mut remaining = rows_mask.clone();
-        let mut chosen_all = BooleanArray::from(vec![false; n]);
-        let mut deleted = BooleanArray::from(vec![false; n]);
-        let mut columns = columns.to_vec();
-        for c in clauses {
-            if remaining.true_count() == 0 {
-                break;
-            }
-            let chosen = match &c.condition {
-                Some(cond) => and(&remaining, &matching_rows(cond, joined)?)?,
-                None => remaining.clone(),
-            };
-            if chosen.true_count() == 0 {
-                continue;
-            }
-            remaining = and(&remaining, &not(&chosen)?)?;
-            chosen_all = or(&chosen_all, &chosen)?;
-            match &c.assignments {
-                None => deleted = or(&deleted, &chosen)?,
-                Some(assignments) => {
-                    for (idx, value) in assignments {
-                        let v = evaluate(value, joined)?;
-                        let v = if v.data_type() != columns[*idx].data_type() {
-                            cast(&v, columns[*idx].data_type())?
-                        } else {
-                            v
-                        };
-                        columns[*idx] = zip(&chosen, &v, &columns[*idx])?;
-                    }
+/// Applies clauses in order to the rows of `rows_mask`: the first clause whose
+/// condition holds takes a row. Returns the new columns (assignments zipped in), the
+/// rows some clause took, and the rows a DELETE clause took.
+fn apply_clauses(
+    clauses: &[BoundClause],
+    joined: &RecordBatch,
+    rows_mask: &BooleanArray,
+    mut columns: Vec<ArrayRef>,
+) -> Result<(Vec<ArrayRef>, BooleanArray, BooleanArray)> {
+    let n = joined.num_rows();
+    let mut remaining = rows_mask.clone();
+    let mut chosen_all = BooleanArray::from(vec![false; n]);
+    let mut deleted = BooleanArray::from(vec![false; n]);
+    for c in clauses {
+        if remaining.true_count() == 0 {
+            break;
+        }
+        let chosen = match &c.condition {
+            Some(cond) => and(&remaining, &matching_rows(cond, joined)?)?,
+            None => remaining.clone(),
+        };
+        if chosen.true_count() == 0 {
+            continue;
+        }
+        remaining = and(&remaining, &not(&chosen)?)?;
+        chosen_all = or(&chosen_all, &chosen)?;
+        match &c.assignments {
+            None => deleted = or(&deleted, &chosen)?,
+            Some(assignments) => {
+                for (idx, value) in assignments {
+                    let v = evaluate(value, joined)?;
+                    let v = if v.data_type() != columns[*idx].data_type() {
+                        cast(&v, columns[*idx].data_type())?
+                    } else {
+                        v
+                    };
+                    columns[*idx] = zip(&chosen, &v, &columns[*idx])?;
                 }
             }
         }
-        Ok((columns, chosen_all, deleted))
     }
-
-    /// NOT MATCHED clauses over source rows: the inserted rows' columns and which rows
-    /// some clause chose.
-    fn apply_inserts(
-        &self,
-        clauses: &[BoundClause],
-        joined: &RecordBatch,
-        rows_mask: &BooleanArray,
-    ) -> Result<(Vec<ArrayRef>, BooleanArray)> {
-        let n = joined.num_rows();
-        let mut columns: Vec<ArrayRef> = self
-            .target_arrow
-            .fields()
-            .iter()
-            .map(|f| arrow::array::new_null_array(f.data_type(), n))
-            .collect();
-        let mut remaining = rows_mask.clone();
-        let mut chosen_all = BooleanArray::from(vec![false; n]);
-        for c in clauses {
-            let chosen = match &c.condition {
-                Some(cond) => and(&remaining, &matching_rows(cond, joined)?)?,
-                None => remaining.clone(),
-            };
-            if chosen.true_count() == 0 {
-                continue;
-            }
-            remaining = and(&remaining, &not(&chosen)?)?;
-            chosen_all = or(&chosen_all, &chosen)?;
-            for (idx, value) in c.assignments.iter().flatten() {
-                let v = evaluate(value, joined)?;
-                let v = if v.data_type() != columns[*idx].data_type() {
-                    cast(&v, columns[*idx].data_type())?
-                } else {
-                    v
-                };
-                columns[*idx] = zip(&chosen, &v, &columns[*idx])?;
-            }
-        }
-        Ok((columns, chosen_all))
-    }
+    Ok((columns, chosen_all, deleted))
 }
 
 /// The key columns of `batch` as (position, name).

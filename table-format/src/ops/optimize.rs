@@ -225,7 +225,7 @@ impl OptimizeBuilder {
                     // The bins written so far are referenced by nothing: remove them.
                     for (_, adds) in &outputs {
                         let paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
-                        crate::ops::write::delete_unreferenced(&self.store, &paths).await;
+                        crate::write::delete_unreferenced(&self.store, &paths).await;
                     }
                     return Err(e);
                 }
@@ -268,7 +268,7 @@ impl OptimizeBuilder {
                     );
                     for (_, adds) in &drop {
                         let paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
-                        crate::ops::write::delete_unreferenced(&self.store, &paths).await;
+                        crate::write::delete_unreferenced(&self.store, &paths).await;
                     }
                     abandoned += drop.len();
                     outputs = keep;
@@ -277,7 +277,7 @@ impl OptimizeBuilder {
                 Err(e) => {
                     for (_, adds) in &outputs {
                         let paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
-                        crate::ops::write::delete_unreferenced(&self.store, &paths).await;
+                        crate::write::delete_unreferenced(&self.store, &paths).await;
                     }
                     return Err(e);
                 }
@@ -504,32 +504,6 @@ impl OptimizeResult {
     }
 }
 
-fn new_writer(snapshot: &Snapshot, options: &WriterOptions) -> Result<DataWriter> {
-    let mut options = options.clone();
-    if let Some(n) = snapshot
-        .metadata()
-        .property("delta.dataSkippingNumIndexedCols")
-        .and_then(|v| v.parse::<i64>().ok())
-    {
-        options.num_indexed_cols = n;
-    }
-    DataWriter::new(
-        snapshot.store().clone(),
-        snapshot.schema(),
-        &snapshot.arrow_schema(),
-        snapshot.partition_columns(),
-        options,
-    )
-}
-
-/// The table's batch type (non-null flags, metadata) for what a scan returned.
-fn as_table_batch(snapshot: &Snapshot, batch: &RecordBatch) -> Result<RecordBatch> {
-    Ok(RecordBatch::try_new(
-        snapshot.arrow_schema(),
-        batch.columns().to_vec(),
-    )?)
-}
-
 fn no_data_change(mut adds: Vec<Add>, tag: Option<&str>) -> Vec<Add> {
     for a in &mut adds {
         a.data_change = false;
@@ -544,13 +518,21 @@ fn no_data_change(mut adds: Vec<Add>, tag: Option<&str>) -> Vec<Add> {
 
 /// Bin-packing: streams the bin's files, in order, through one writer.
 async fn compact_bin(snapshot: &Snapshot, bin: &Bin, options: &WriterOptions) -> Result<Vec<Add>> {
-    let mut writer = new_writer(snapshot, options)?;
-    let mut stream = ScanBuilder::new(snapshot.clone())
-        .with_files(bin.files.clone())
-        .with_batch_size(64 * 1024)
-        .execute()?;
-    while let Some(batch) = stream.try_next().await? {
-        writer.write(&as_table_batch(snapshot, &batch)?).await?;
+    let mut writer = DataWriter::for_snapshot(snapshot, options.clone())?;
+    let copied = async {
+        let mut stream = ScanBuilder::new(snapshot.clone())
+            .with_files(bin.files.clone())
+            .with_batch_size(64 * 1024)
+            .execute()?;
+        while let Some(batch) = stream.try_next().await? {
+            writer.write(&batch).await?;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = copied {
+        writer.abandon().await;
+        return Err(e);
     }
     let adds = writer.finish().await?;
     debug!(inputs = bin.files.len(), outputs = adds.len(), partition = ?bin.partition, "bin compacted");
@@ -859,8 +841,8 @@ async fn zorder_bin(
             // One file per key range: a writer of its own, sized to hold it whole.
             let mut one = options.clone();
             one.target_file_size = u64::MAX;
-            let mut writer = new_writer(snapshot, &one)?;
-            writer.write(&as_table_batch(snapshot, &sorted)?).await?;
+            let mut writer = DataWriter::for_snapshot(snapshot, one.clone())?;
+            writer.write(&sorted).await?;
             adds.extend(writer.finish().await?);
         }
         first = last;

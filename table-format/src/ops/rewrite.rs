@@ -20,8 +20,8 @@ use tracing::debug;
 
 use crate::error::{Error, Result};
 use crate::expr::{
-    evaluate, evaluate_predicate, matching_rows, may_match_file, must_match, BoundAssignment,
-    BoundExpr, FileStats,
+    evaluate, evaluate_predicate, matching_rows, may_match, must_match, BoundAssignment, BoundExpr,
+    FileStats,
 };
 use crate::protocol::features::ColumnMapping;
 use crate::protocol::{Add, Remove};
@@ -101,15 +101,21 @@ pub(crate) async fn rewrite(
             }
             continue;
         };
-        if use_stats && !may_match_file(pred, &add, &partition_columns) {
+        if !use_stats {
+            candidates.push(add);
+            continue;
+        }
+        let stats = FileStats::of_add(&add);
+        if !may_match(
+            pred,
+            stats.as_ref(),
+            &add.partition_values,
+            &partition_columns,
+        ) {
             out.files_skipped += 1;
             continue;
         }
-        if matches!(change, RowChange::Delete) && use_stats {
-            let stats = add
-                .stats
-                .as_deref()
-                .and_then(|s| FileStats::from_json(s).ok());
+        if matches!(change, RowChange::Delete) {
             let known_rows = stats.as_ref().and_then(FileStats::num_records).is_some();
             if known_rows
                 && must_match(
@@ -141,31 +147,10 @@ pub(crate) async fn rewrite(
                 out.files_read
                     .insert(file_key(&add.path, add.deletion_vector.as_ref()));
             }
-            // Two files at a time: each decodes on its own core.
-            let hits: Vec<(Arc<Add>, bool)> = futures::stream::iter(candidates)
-                .map(|add| {
-                    let columns = columns.clone();
-                    async move {
-                        let mut scan =
-                            ScanBuilder::new(snapshot.clone()).with_files(vec![add.clone()]);
-                        if !columns.is_empty() {
-                            scan = scan.with_columns(&columns);
-                        }
-                        let mut stream = scan.with_batch_size(64 * 1024).execute()?;
-                        while let Some(batch) = stream.try_next().await? {
-                            if evaluate_predicate(pred, &batch)?.true_count() > 0 {
-                                return Ok::<_, Error>((add, true));
-                            }
-                        }
-                        Ok((add, false))
-                    }
-                })
-                .buffer_unordered(2)
-                .try_collect()
-                .await?;
-            let mut hits = hits;
-            hits.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-            hits.into_iter().filter(|h| h.1).map(|h| h.0).collect()
+            files_with_match(snapshot, candidates, &columns, |batch| {
+                Ok(evaluate_predicate(pred, batch)?.true_count() > 0)
+            })
+            .await?
         }
     };
     out.scan_ms = started.elapsed().as_millis() as u64;
@@ -173,15 +158,7 @@ pub(crate) async fn rewrite(
     // Pass 2: rewrite the files with matches, streaming.
     let rewrite_started = Instant::now();
     if !to_rewrite.is_empty() {
-        let schema = snapshot.schema().clone();
-        let arrow_schema = snapshot.arrow_schema();
-        let mut writer = DataWriter::new(
-            snapshot.store().clone(),
-            &schema,
-            &arrow_schema,
-            &partition_columns,
-            options,
-        )?;
+        let mut writer = DataWriter::for_snapshot(snapshot, options)?;
         // One scan over every file to rewrite: files decode two at a time.
         let written = async {
             let mut stream = ScanBuilder::new(snapshot.clone())
@@ -203,8 +180,6 @@ pub(crate) async fn rewrite(
                     }
                 };
                 if new_batch.num_rows() > 0 {
-                    let new_batch =
-                        RecordBatch::try_new(arrow_schema.clone(), new_batch.columns().to_vec())?;
                     writer.write(&new_batch).await?;
                 }
             }
@@ -213,7 +188,7 @@ pub(crate) async fn rewrite(
         .await;
         if let Err(e) = written {
             // Nothing references what was written: remove it rather than leave it to vacuum.
-            crate::ops::write::delete_unreferenced(snapshot.store(), &writer.written()).await;
+            writer.abandon().await;
             return Err(e);
         }
         for add in &to_rewrite {
@@ -232,6 +207,37 @@ pub(crate) async fn rewrite(
         "rewrite planned and written"
     );
     Ok(out)
+}
+
+/// The files among `files` where `has_match` holds for some batch, reading only
+/// `columns` (all when empty), two files at a time (each decodes on its own core);
+/// in path order.
+pub(crate) async fn files_with_match(
+    snapshot: &Snapshot,
+    files: Vec<Arc<Add>>,
+    columns: &[String],
+    has_match: impl Fn(&RecordBatch) -> Result<bool>,
+) -> Result<Vec<Arc<Add>>> {
+    let has_match = &has_match;
+    let mut hits: Vec<(Arc<Add>, bool)> = futures::stream::iter(files)
+        .map(|add| async move {
+            let mut scan = ScanBuilder::new(snapshot.clone()).with_files(vec![add.clone()]);
+            if !columns.is_empty() {
+                scan = scan.with_columns(columns);
+            }
+            let mut stream = scan.with_batch_size(64 * 1024).execute()?;
+            while let Some(batch) = stream.try_next().await? {
+                if has_match(&batch)? {
+                    return Ok::<_, Error>((add, true));
+                }
+            }
+            Ok((add, false))
+        })
+        .buffer_unordered(2)
+        .try_collect()
+        .await?;
+    hits.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    Ok(hits.into_iter().filter(|h| h.1).map(|h| h.0).collect())
 }
 
 fn remove_unread(out: &mut Rewrite, add: &Add, now: i64) {

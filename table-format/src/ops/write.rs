@@ -16,7 +16,9 @@ use crate::protocol::{Action, Add, Metadata, Remove, StructType, Txn};
 use crate::snapshot::Snapshot;
 use crate::storage::TableStore;
 use crate::transaction::{ReadSet, Transaction};
-use crate::write::{conform_batch, merge_schemas, DataWriter, SchemaMode, WriterOptions};
+use crate::write::{
+    conform_batch, delete_unreferenced, merge_schemas, DataWriter, SchemaMode, WriterOptions,
+};
 
 /// Append adds files; overwrite replaces every file of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -283,14 +285,19 @@ impl WriteBuilder {
             }
         };
 
-        let mut options = self.options.clone();
-        if let Some(n) = base
-            .as_ref()
-            .and_then(|s| s.metadata().property("delta.dataSkippingNumIndexedCols"))
-            .and_then(|v| v.parse::<i64>().ok())
-        {
-            options.num_indexed_cols = n;
-        }
+        // The table's settings as they will be after this commit.
+        let metadata = actions
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::Metadata(m) => Some(m),
+                _ => None,
+            })
+            .or(base.as_ref().map(|s| s.metadata()));
+        let options = match metadata {
+            Some(m) => self.options.clone().for_table(m),
+            None => self.options.clone(),
+        };
         let mut writer = DataWriter::new(
             self.store.clone(),
             &schema,
@@ -397,18 +404,8 @@ impl WriteBuilder {
                 // Nothing references the files we wrote: remove them now rather than
                 // leaving them to vacuum.
                 delete_unreferenced(&self.store, &written).await;
-                if let (
-                    Error::Conflict(ConflictKind::ConcurrentTransaction { .. }),
-                    Some((app, v)),
-                ) = (&e, &self.app)
-                {
-                    let latest = Snapshot::load(&self.store, None).await?;
-                    if latest
-                        .app_transaction_version(app)
-                        .is_some_and(|last| last >= *v)
-                    {
-                        return Ok(already_applied(latest));
-                    }
+                if let Some(latest) = applied_concurrently(&self.store, &e, &self.app).await? {
+                    return Ok(already_applied(latest));
                 }
                 return Err(e);
             }
@@ -432,14 +429,24 @@ impl WriteBuilder {
     }
 }
 
-/// Best-effort removal of data files a failed commit wrote (`add.path` form).
-pub(crate) async fn delete_unreferenced(store: &TableStore, paths: &[String]) {
-    for p in paths {
-        let rel = crate::protocol::partition::decode_add_path(p);
-        if let Ok(loc) = store.data_path(&rel) {
-            let _ = store.delete(&loc).await;
-        }
-    }
+/// After a commit failed on a conflicting application transaction: the latest
+/// snapshot when a concurrent writer committed this application version (or a later
+/// one) — the write was applied, by someone else.
+pub(crate) async fn applied_concurrently(
+    store: &TableStore,
+    error: &Error,
+    app: &Option<(String, i64)>,
+) -> Result<Option<Snapshot>> {
+    let (Error::Conflict(ConflictKind::ConcurrentTransaction { .. }), Some((app, v))) =
+        (error, app)
+    else {
+        return Ok(None);
+    };
+    let latest = Snapshot::load(store, None).await?;
+    Ok(latest
+        .app_transaction_version(app)
+        .is_some_and(|last| last >= *v)
+        .then_some(latest))
 }
 
 fn already_applied(snapshot: Snapshot) -> WriteResult {

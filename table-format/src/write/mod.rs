@@ -5,4 +5,4 @@ pub mod enforce;
 pub mod writer;
 
 pub use enforce::{conform_batch, merge_schemas, SchemaMode};
-pub use writer::{DataWriter, WriterOptions, DEFAULT_TARGET_FILE_SIZE};
+pub use writer::{delete_unreferenced, DataWriter, WriterOptions, DEFAULT_TARGET_FILE_SIZE};

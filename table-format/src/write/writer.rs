@@ -21,7 +21,8 @@ use parquet::schema::types::ColumnPath;
 use crate::error::{Error, Result};
 use crate::protocol::partition::{encode_add_path, partition_dir, serialize_value};
 use crate::protocol::stats::{StatsCollector, DEFAULT_NUM_INDEXED_COLS};
-use crate::protocol::{Add, DataType, StructType};
+use crate::protocol::{Add, DataType, Metadata, StructType};
+use crate::snapshot::Snapshot;
 use crate::storage::TableStore;
 
 /// Default target size of a data file (128 MiB).
@@ -39,6 +40,31 @@ pub struct WriterOptions {
     pub row_group_max_arrow_bytes: usize,
     /// Threads encoding the columns of one row group (0: one per core).
     pub encode_threads: usize,
+}
+
+impl WriterOptions {
+    /// These options with the table's own settings applied:
+    /// `delta.dataSkippingNumIndexedCols`.
+    pub fn for_table(mut self, metadata: &Metadata) -> Self {
+        if let Some(n) = metadata
+            .property("delta.dataSkippingNumIndexedCols")
+            .and_then(|v| v.trim().parse::<i64>().ok())
+        {
+            self.num_indexed_cols = n;
+        }
+        self
+    }
+}
+
+/// Best-effort removal of data files (`add.path` form) that no commit references: the
+/// output of an operation that failed before committing.
+pub async fn delete_unreferenced(store: &TableStore, paths: &[String]) {
+    for p in paths {
+        let rel = crate::protocol::partition::decode_add_path(p);
+        if let Ok(loc) = store.data_path(&rel) {
+            let _ = store.delete(&loc).await;
+        }
+    }
 }
 
 impl Default for WriterOptions {
@@ -384,7 +410,8 @@ impl DataWriter {
         })
     }
 
-    /// Writes one batch (full table schema, already conformed).
+    /// Writes one batch: the table's columns in order, already conformed (the field
+    /// flags and metadata of `batch` do not matter; NULLs in non-nullable columns fail).
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
@@ -413,10 +440,22 @@ impl DataWriter {
         Ok(())
     }
 
-    /// The `add.path`s of the files completed so far: what to delete when the
-    /// operation fails before committing.
-    pub fn written(&self) -> Vec<String> {
-        self.done.iter().map(|a| a.path.clone()).collect()
+    /// A writer for the table of `snapshot`, in its schema and with its settings.
+    pub fn for_snapshot(snapshot: &Snapshot, options: WriterOptions) -> Result<Self> {
+        DataWriter::new(
+            snapshot.store().clone(),
+            snapshot.schema(),
+            &snapshot.arrow_schema(),
+            snapshot.partition_columns(),
+            options.for_table(snapshot.metadata()),
+        )
+    }
+
+    /// Gives up: deletes the files completed so far (the operation failed before
+    /// committing; files still open were never uploaded).
+    pub async fn abandon(self) {
+        let paths: Vec<String> = self.done.iter().map(|a| a.path.clone()).collect();
+        delete_unreferenced(&self.store, &paths).await;
     }
 
     /// Closes every open file and returns the `add` actions of all files written.
