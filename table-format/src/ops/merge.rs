@@ -307,7 +307,7 @@ impl MergeBuilder {
                 .iter()
                 .map(|r| file_key(&r.path, r.deletion_vector.as_ref()))
                 .collect(),
-            app_id: self.app.as_ref().map(|(a, _)| a.clone()),
+            app_ids: self.app.iter().map(|(a, _)| a.clone()).collect(),
             changes_metadata: plan.metadata.is_some(),
             predicate: plan.read_predicate.clone().map(|expr| ReadPredicate {
                 expr,
@@ -369,7 +369,7 @@ impl MergeBuilder {
             }
             Err(e) => {
                 crate::write::delete_unreferenced(&self.store, &written).await;
-                match crate::ops::write::applied_concurrently(&self.store, &e, &self.app).await? {
+                match crate::ops::write::applied_concurrently(&self.store, &e, self.app.as_slice()).await? {
                     Some(latest) => Ok(MergeResult::nothing(latest, true)),
                     None => Err(e),
                 }

@@ -52,7 +52,7 @@ pub struct WriteBuilder {
     schema_mode: SchemaMode,
     partition_by: Option<Vec<String>>,
     properties: HashMap<String, String>,
-    app: Option<(String, i64)>,
+    apps: Vec<(String, i64)>,
     replace_where: Option<String>,
     options: WriterOptions,
     auto_checkpoint: bool,
@@ -68,7 +68,7 @@ impl WriteBuilder {
             schema_mode: SchemaMode::Enforce,
             partition_by: None,
             properties: HashMap::new(),
-            app: None,
+            apps: Vec::new(),
             replace_where: None,
             options: WriterOptions::default(),
             auto_checkpoint: true,
@@ -105,7 +105,19 @@ impl WriteBuilder {
 
     /// Idempotent write: commit only if `version` is above the last one of `app_id`.
     pub fn with_app_transaction(mut self, app_id: &str, version: i64) -> Self {
-        self.app = Some((app_id.to_string(), version));
+        self.apps.retain(|(a, _)| a != app_id);
+        self.apps.push((app_id.to_string(), version));
+        self
+    }
+
+    /// Several application transactions in one commit (a server's group commit of
+    /// several producers' writes): one `txn` action each. The write counts as already
+    /// applied only when every one of them is; when only some are, it fails with a
+    /// [`ConflictKind::ConcurrentTransaction`] conflict naming one, and writes nothing.
+    pub fn with_app_transactions<S: AsRef<str>>(mut self, apps: &[(S, i64)]) -> Self {
+        for (app, v) in apps {
+            self = self.with_app_transaction(app.as_ref(), *v);
+        }
         self
     }
 
@@ -171,13 +183,22 @@ impl WriteBuilder {
         let (schema, partition_columns, base) = match &snapshot {
             Some(snap) => {
                 check_write(snap.protocol(), snap.metadata())?;
-                if let Some((app, v)) = &self.app {
-                    if snap
-                        .app_transaction_version(app)
-                        .is_some_and(|last| last >= *v)
-                    {
-                        return Ok(already_applied(snap.clone()));
-                    }
+                let applied: Vec<&str> = self
+                    .apps
+                    .iter()
+                    .filter(|(app, v)| {
+                        snap.app_transaction_version(app)
+                            .is_some_and(|last| last >= *v)
+                    })
+                    .map(|(app, _)| app.as_str())
+                    .collect();
+                if !applied.is_empty() && applied.len() == self.apps.len() {
+                    return Ok(already_applied(snap.clone()));
+                }
+                if let Some(app) = applied.first() {
+                    return Err(Error::Conflict(ConflictKind::ConcurrentTransaction {
+                        app_id: app.to_string(),
+                    }));
                 }
                 if self.mode == SaveMode::Overwrite
                     && snap.metadata().property("delta.appendOnly") == Some("true")
@@ -343,7 +364,7 @@ impl WriteBuilder {
             _ => {}
         }
         actions.extend(adds.into_iter().map(Action::Add));
-        if let Some((app, v)) = &self.app {
+        for (app, v) in &self.apps {
             actions.push(Action::Txn(Txn {
                 app_id: app.clone(),
                 version: *v,
@@ -404,7 +425,7 @@ impl WriteBuilder {
                 // Nothing references the files we wrote: remove them now rather than
                 // leaving them to vacuum.
                 delete_unreferenced(&self.store, &written).await;
-                if let Some(latest) = applied_concurrently(&self.store, &e, &self.app).await? {
+                if let Some(latest) = applied_concurrently(&self.store, &e, &self.apps).await? {
                     return Ok(already_applied(latest));
                 }
                 return Err(e);
@@ -430,22 +451,28 @@ impl WriteBuilder {
 }
 
 /// After a commit failed on a conflicting application transaction: the latest
-/// snapshot when a concurrent writer committed this application version (or a later
-/// one) — the write was applied, by someone else.
+/// snapshot when concurrent writers committed these application versions (or later
+/// ones) — the write was applied, by someone else.
 pub(crate) async fn applied_concurrently(
     store: &TableStore,
     error: &Error,
-    app: &Option<(String, i64)>,
+    apps: &[(String, i64)],
 ) -> Result<Option<Snapshot>> {
-    let (Error::Conflict(ConflictKind::ConcurrentTransaction { .. }), Some((app, v))) =
-        (error, app)
-    else {
+    if !matches!(
+        error,
+        Error::Conflict(ConflictKind::ConcurrentTransaction { .. })
+    ) || apps.is_empty()
+    {
         return Ok(None);
-    };
+    }
     let latest = Snapshot::load(store, None).await?;
-    Ok(latest
-        .app_transaction_version(app)
-        .is_some_and(|last| last >= *v)
+    Ok(apps
+        .iter()
+        .all(|(app, v)| {
+            latest
+                .app_transaction_version(app)
+                .is_some_and(|last| last >= *v)
+        })
         .then_some(latest))
 }
 
@@ -458,5 +485,72 @@ fn already_applied(snapshot: Snapshot) -> WriteResult {
         bytes_added: 0,
         already_applied: true,
         snapshot,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::table::Table;
+
+    fn batch(n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..n))]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn several_app_transactions_in_one_commit() {
+        let t = Table::at("memory://apps").unwrap();
+        t.write(vec![batch(1)]).execute().await.unwrap();
+        let r = t
+            .write(vec![batch(2), batch(3)])
+            .with_app_transactions(&[("a", 1), ("b", 7)])
+            .execute()
+            .await
+            .unwrap();
+        assert!(!r.already_applied);
+        assert_eq!(r.snapshot.app_transaction_version("a"), Some(1));
+        assert_eq!(r.snapshot.app_transaction_version("b"), Some(7));
+
+        // Every one applied: a replay that writes nothing.
+        let again = t
+            .write(vec![batch(2)])
+            .with_app_transactions(&[("a", 1), ("b", 6)])
+            .execute()
+            .await
+            .unwrap();
+        assert!(again.already_applied);
+        assert_eq!(again.version, r.version);
+
+        // Only some applied: refused, nothing written.
+        let err = t
+            .write(vec![batch(2)])
+            .with_app_transactions(&[("a", 1), ("c", 1)])
+            .execute()
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Conflict(ConflictKind::ConcurrentTransaction { ref app_id }) if app_id == "a"
+        ));
+        assert_eq!(t.snapshot().await.unwrap().version(), r.version);
+    }
+
+    #[tokio::test]
+    async fn same_app_id_twice_keeps_the_last_version() {
+        let t = Table::at("memory://apps2").unwrap();
+        let r = t
+            .write(vec![batch(1)])
+            .with_app_transaction("a", 1)
+            .with_app_transaction("a", 2)
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(r.snapshot.app_transaction_version("a"), Some(2));
     }
 }

@@ -17,8 +17,9 @@ pub struct ReadSet {
     pub files_read: HashSet<String>,
     /// Keys of the files the transaction removes.
     pub files_removed: HashSet<String>,
-    /// The application id of the transaction's `txn` action.
-    pub app_id: Option<String>,
+    /// The application ids of the transaction's `txn` actions (several when a group
+    /// commit carries the transactions of several producers).
+    pub app_ids: Vec<String>,
     /// The transaction changes metadata or protocol itself.
     pub changes_metadata: bool,
     /// The rows the transaction's outcome depends on (DELETE/UPDATE/replaceWhere):
@@ -51,7 +52,7 @@ pub fn check(read: &ReadSet, winner: &[Action]) -> Result<(), ConflictKind> {
         match action {
             Action::Protocol(_) => return Err(ConflictKind::ProtocolChanged),
             Action::Metadata(_) => return Err(ConflictKind::MetadataChanged),
-            Action::Txn(t) if read.app_id.as_deref() == Some(t.app_id.as_str()) => {
+            Action::Txn(t) if read.app_ids.contains(&t.app_id) => {
                 return Err(ConflictKind::ConcurrentTransaction {
                     app_id: t.app_id.clone(),
                 })
@@ -143,7 +144,7 @@ mod tests {
     #[test]
     fn same_app_id_conflicts() {
         let read = ReadSet {
-            app_id: Some("app".into()),
+            app_ids: vec!["other".into(), "app".into()],
             ..Default::default()
         };
         let winner = [Action::Txn(Txn {

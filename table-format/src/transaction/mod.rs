@@ -88,7 +88,9 @@ impl Transaction {
                 self.read.changes_metadata = true;
             }
             if let Action::Txn(t) = &a {
-                self.read.app_id = Some(t.app_id.clone());
+                if !self.read.app_ids.contains(&t.app_id) {
+                    self.read.app_ids.push(t.app_id.clone());
+                }
             }
             if let Action::Remove(r) = &a {
                 self.read.files_removed.insert(crate::snapshot::file_key(
@@ -103,11 +105,15 @@ impl Transaction {
 
     pub fn with_read_set(mut self, read: ReadSet) -> Self {
         let removed = std::mem::take(&mut self.read.files_removed);
-        let app = self.read.app_id.take();
+        let apps = std::mem::take(&mut self.read.app_ids);
         let changes = self.read.changes_metadata;
         self.read = read;
         self.read.files_removed.extend(removed);
-        self.read.app_id = self.read.app_id.take().or(app);
+        for app in apps {
+            if !self.read.app_ids.contains(&app) {
+                self.read.app_ids.push(app);
+            }
+        }
         self.read.changes_metadata |= changes;
         self
     }
