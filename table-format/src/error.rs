@@ -20,6 +20,10 @@ pub enum ConflictKind {
     ConcurrentDeleteRead { path: String },
     /// A concurrent commit removed a file this transaction removes too.
     ConcurrentDeleteDelete { path: String },
+    /// A concurrent compaction (a commit that changed no data: OPTIMIZE, Z-order)
+    /// rewrote file `path` that this transaction removes. The rows are the same, so the
+    /// operation can be run again on the new files.
+    ConcurrentCompaction { path: String },
     /// The table was created concurrently.
     TableCreatedConcurrently,
     /// Every retry lost the race.
@@ -53,6 +57,12 @@ impl fmt::Display for ConflictKind {
                 write!(
                     f,
                     "a concurrent commit removed file `{path}` that this transaction removes too"
+                )
+            }
+            Self::ConcurrentCompaction { path } => {
+                write!(
+                    f,
+                    "a concurrent compaction rewrote file `{path}` that this transaction removes"
                 )
             }
             Self::TableCreatedConcurrently => write!(f, "the table was created concurrently"),

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use tracing::info;
 
-use crate::error::{Error, Result};
+use crate::error::{ConflictKind, Error, Result};
 use crate::expr::{
     bind_assignment, bind_predicate, parse_assignment, parse_predicate, BoundAssignment, BoundExpr,
 };
@@ -73,7 +73,27 @@ impl DeleteBuilder {
         self
     }
 
+    /// Runs the operation. A lost race against a concurrent compaction (which rewrote
+    /// files this operation rewrites, without changing rows) runs it again on the
+    /// latest snapshot, a few times at most; any other conflict is returned.
     pub async fn execute(self) -> Result<RowChangeResult> {
+        let mut this = self;
+        let mut attempt = 1;
+        loop {
+            match this.clone().execute_once().await {
+                Err(Error::Conflict(ConflictKind::ConcurrentCompaction { path }))
+                    if attempt < crate::ops::COMPACTION_RETRIES =>
+                {
+                    tracing::info!(%path, attempt, "lost a race to a compaction; running again on the latest snapshot");
+                    attempt += 1;
+                    this.snapshot = None;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn execute_once(self) -> Result<RowChangeResult> {
         let (snapshot, predicate) = prepare(
             &self.store,
             self.snapshot,
@@ -134,7 +154,27 @@ impl UpdateBuilder {
         self
     }
 
+    /// Runs the operation. A lost race against a concurrent compaction (which rewrote
+    /// files this operation rewrites, without changing rows) runs it again on the
+    /// latest snapshot, a few times at most; any other conflict is returned.
     pub async fn execute(self) -> Result<RowChangeResult> {
+        let mut this = self;
+        let mut attempt = 1;
+        loop {
+            match this.clone().execute_once().await {
+                Err(Error::Conflict(ConflictKind::ConcurrentCompaction { path }))
+                    if attempt < crate::ops::COMPACTION_RETRIES =>
+                {
+                    tracing::info!(%path, attempt, "lost a race to a compaction; running again on the latest snapshot");
+                    attempt += 1;
+                    this.snapshot = None;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn execute_once(self) -> Result<RowChangeResult> {
         if self.assignments.is_empty() {
             return Err(Error::InvalidArgument(
                 "UPDATE needs at least one `column = expression` assignment".into(),

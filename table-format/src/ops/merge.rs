@@ -31,7 +31,7 @@ use futures::TryStreamExt;
 use serde_json::Value;
 use tracing::{debug, info};
 
-use crate::error::{Error, Result};
+use crate::error::{ConflictKind, Error, Result};
 use crate::expr::{
     bind, bind_predicate, evaluate, matching_rows, may_match_file, parse_expression,
     parse_predicate, BinaryOp, BoundExpr, BoundKind, Expr, Scalar,
@@ -245,7 +245,27 @@ impl MergeBuilder {
         self
     }
 
+    /// Runs the operation. A lost race against a concurrent compaction (which rewrote
+    /// files this operation rewrites, without changing rows) runs it again on the
+    /// latest snapshot, a few times at most; any other conflict is returned.
     pub async fn execute(self) -> Result<MergeResult> {
+        let mut this = self;
+        let mut attempt = 1;
+        loop {
+            match this.clone().execute_once().await {
+                Err(Error::Conflict(ConflictKind::ConcurrentCompaction { path }))
+                    if attempt < crate::ops::COMPACTION_RETRIES =>
+                {
+                    tracing::info!(%path, attempt, "lost a race to a compaction; running again on the latest snapshot");
+                    attempt += 1;
+                    this.snapshot = None;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn execute_once(self) -> Result<MergeResult> {
         let started = Instant::now();
         if self.matched.is_empty() && self.not_matched.is_empty() && self.by_source.is_empty() {
             return Err(Error::InvalidArgument(
@@ -369,7 +389,9 @@ impl MergeBuilder {
             }
             Err(e) => {
                 crate::write::delete_unreferenced(&self.store, &written).await;
-                match crate::ops::write::applied_concurrently(&self.store, &e, self.app.as_slice()).await? {
+                match crate::ops::write::applied_concurrently(&self.store, &e, self.app.as_slice())
+                    .await?
+                {
                     Some(latest) => Ok(MergeResult::nothing(latest, true)),
                     None => Err(e),
                 }

@@ -12,6 +12,10 @@ pub mod vacuum;
 pub mod write;
 
 pub use create::CreateTableBuilder;
+
+/// How many times DELETE, UPDATE and MERGE run again after losing a race to a
+/// concurrent compaction before giving up.
+pub(crate) const COMPACTION_RETRIES: usize = 5;
 pub use delete::{DeleteBuilder, RowChangeResult, UpdateBuilder};
 pub use merge::{MergeBuilder, MergeResult};
 pub use write::{SaveMode, WriteBuilder, WriteResult};

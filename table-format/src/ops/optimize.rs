@@ -72,6 +72,45 @@ pub struct OptimizeBuilder {
     options: WriterOptions,
     /// Arrow bytes one Z-order pass may hold in memory.
     memory_budget: usize,
+    trigger: CompactionTrigger,
+    /// Input bytes one call may rewrite (whole bins; at least one bin).
+    max_input_bytes: Option<u64>,
+}
+
+/// When a partition is worth rewriting. The default rewrites any partition with two or
+/// more small files (or, for Z-order, one or more files not yet clustered).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactionTrigger {
+    /// Rewrite a partition holding at least this many small (or unclustered) files...
+    pub min_small_files: usize,
+    /// ...or whose small files hold at least this share (0 to 1) of its bytes, given
+    /// at least two of them.
+    pub min_small_share: Option<f64>,
+}
+
+impl Default for CompactionTrigger {
+    fn default() -> Self {
+        CompactionTrigger {
+            min_small_files: 2,
+            min_small_share: None,
+        }
+    }
+}
+
+impl CompactionTrigger {
+    /// Whether a partition with `small` small files of `small_bytes` bytes, out of
+    /// `total_bytes`, is worth rewriting.
+    pub fn fires(&self, small: usize, small_bytes: u64, total_bytes: u64) -> bool {
+        if small >= self.min_small_files.max(1) {
+            return true;
+        }
+        match self.min_small_share {
+            Some(share) if small >= 2 && total_bytes > 0 => {
+                small_bytes as f64 / total_bytes as f64 >= share
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A size like `134217728`, `128mb`, `1 GiB` or `512k` in bytes.
@@ -114,7 +153,22 @@ impl OptimizeBuilder {
             full: false,
             options: WriterOptions::default(),
             memory_budget: 2 * 1024 * 1024 * 1024,
+            trigger: CompactionTrigger::default(),
+            max_input_bytes: None,
         }
+    }
+
+    /// Which partitions are rewritten (default: any with two small files).
+    pub fn with_trigger(mut self, trigger: CompactionTrigger) -> Self {
+        self.trigger = trigger;
+        self
+    }
+
+    /// Bounds one call: bins are taken, partitions with the most small files first,
+    /// until their input bytes reach this budget (the first bin is always taken).
+    pub fn with_max_input_bytes(mut self, bytes: u64) -> Self {
+        self.max_input_bytes = Some(bytes.max(1));
+        self
     }
 
     pub fn with_snapshot(mut self, snapshot: Snapshot) -> Self {
@@ -250,7 +304,8 @@ impl OptimizeBuilder {
                 }
                 Err(Error::Conflict(
                     kind @ (ConflictKind::ConcurrentDeleteRead { .. }
-                    | ConflictKind::ConcurrentDeleteDelete { .. }),
+                    | ConflictKind::ConcurrentDeleteDelete { .. }
+                    | ConflictKind::ConcurrentCompaction { .. }),
                 )) if attempt < MAX_REPLANS => {
                     // Keep the bins whose inputs are all still there.
                     let latest = Snapshot::load(&self.store, None).await?;
@@ -335,11 +390,12 @@ impl OptimizeBuilder {
             key.sort();
             by_partition.entry(key).or_default().push(f);
         }
-        let mut bins = Vec::new();
-        let mut planned = 0;
         let zorder_tag = self.zorder_by.join(",");
+        // Per partition, the files to rewrite, grouped into bins.
+        let mut candidates: Vec<(usize, Vec<Bin>)> = Vec::new();
         for (key, mut files) in by_partition {
             let partition: BTreeMap<String, Option<String>> = key.into_iter().collect();
+            let total_bytes: u64 = files.iter().map(|f| f.size.max(0) as u64).sum();
             // Oldest first: compaction keeps the insertion order of the data.
             files.sort_by(|a, b| {
                 (a.modification_time, &a.path).cmp(&(b.modification_time, &b.path))
@@ -356,12 +412,19 @@ impl OptimizeBuilder {
                                 != Some(zorder_tag.as_str())
                     })
                     .collect();
-                if !todo.is_empty() {
-                    planned += todo.len();
-                    bins.push(Bin {
-                        partition,
-                        files: todo,
-                    });
+                let todo_bytes: u64 = todo.iter().map(|f| f.size.max(0) as u64).sum();
+                let fires = !todo.is_empty()
+                    && (self.full
+                        || self.trigger == CompactionTrigger::default()
+                        || self.trigger.fires(todo.len(), todo_bytes, total_bytes));
+                if fires {
+                    candidates.push((
+                        todo.len(),
+                        vec![Bin {
+                            partition,
+                            files: todo,
+                        }],
+                    ));
                 }
                 continue;
             }
@@ -369,11 +432,15 @@ impl OptimizeBuilder {
                 .into_iter()
                 .filter(|f| (f.size.max(0) as u64) < target)
                 .collect();
+            let small_bytes: u64 = small.iter().map(|f| f.size.max(0) as u64).sum();
+            if !self.trigger.fires(small.len(), small_bytes, total_bytes) {
+                continue;
+            }
+            let mut bins = Vec::new();
             let mut current: Vec<Arc<Add>> = Vec::new();
             let mut current_size = 0u64;
-            let mut flush = |current: &mut Vec<Arc<Add>>, bins: &mut Vec<Bin>| {
+            let flush = |current: &mut Vec<Arc<Add>>, bins: &mut Vec<Bin>| {
                 if current.len() > 1 {
-                    planned += current.len();
                     bins.push(Bin {
                         partition: partition.clone(),
                         files: std::mem::take(current),
@@ -382,16 +449,39 @@ impl OptimizeBuilder {
                     current.clear();
                 }
             };
-            for f in small {
+            for f in &small {
                 let size = f.size.max(0) as u64;
                 if !current.is_empty() && current_size + size > target {
                     flush(&mut current, &mut bins);
                     current_size = 0;
                 }
                 current_size += size;
-                current.push(f);
+                current.push(f.clone());
             }
             flush(&mut current, &mut bins);
+            if !bins.is_empty() {
+                candidates.push((small.len(), bins));
+            }
+        }
+        if self.max_input_bytes.is_some() {
+            // Under a budget, the partitions that need it most go first.
+            candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        }
+        let mut bins = Vec::new();
+        let mut planned = 0;
+        let mut planned_bytes = 0u64;
+        'partitions: for (_, partition_bins) in candidates {
+            for bin in partition_bins {
+                let bytes: u64 = bin.files.iter().map(|f| f.size.max(0) as u64).sum();
+                if let Some(budget) = self.max_input_bytes {
+                    if !bins.is_empty() && planned_bytes + bytes > budget {
+                        break 'partitions;
+                    }
+                }
+                planned_bytes += bytes;
+                planned += bin.files.len();
+                bins.push(bin);
+            }
         }
         (bins, considered, considered - planned)
     }

@@ -43,6 +43,17 @@ fn is_blind_append(winner: &[Action]) -> bool {
     })
 }
 
+/// Did the winning commit only rearrange data (OPTIMIZE, Z-order): every add and remove
+/// `dataChange: false`, no metadata or protocol change?
+fn is_compaction(winner: &[Action]) -> bool {
+    winner.iter().all(|a| match a {
+        Action::Add(a) => !a.data_change,
+        Action::Remove(r) => !r.data_change,
+        Action::Protocol(_) | Action::Metadata(_) => false,
+        _ => true,
+    })
+}
+
 /// Checks one winning commit against the transaction.
 pub fn check(read: &ReadSet, winner: &[Action]) -> Result<(), ConflictKind> {
     // Under WriteSerializable, rows from blind appends are ordered after this
@@ -72,8 +83,11 @@ pub fn check(read: &ReadSet, winner: &[Action]) -> Result<(), ConflictKind> {
             Action::Remove(r) => {
                 let key = file_key(&r.path, r.deletion_vector.as_ref());
                 if read.files_removed.contains(&key) {
-                    return Err(ConflictKind::ConcurrentDeleteDelete {
-                        path: r.path.clone(),
+                    let path = r.path.clone();
+                    return Err(if is_compaction(winner) {
+                        ConflictKind::ConcurrentCompaction { path }
+                    } else {
+                        ConflictKind::ConcurrentDeleteDelete { path }
                     });
                 }
                 if r.data_change && (read.whole_table || read.files_read.contains(&key)) {
@@ -153,6 +167,32 @@ mod tests {
             last_updated: None,
         })];
         assert!(check(&read, &winner).is_err());
+    }
+
+    #[test]
+    fn removing_a_compacted_file_is_a_compaction_conflict() {
+        let mut read = ReadSet::default();
+        read.files_read.insert("a.parquet".into());
+        read.files_removed.insert("a.parquet".into());
+        let Action::Remove(mut r) = remove("a.parquet") else {
+            unreachable!()
+        };
+        r.data_change = false;
+        let Action::Add(mut a) = add("b.parquet") else {
+            unreachable!()
+        };
+        a.data_change = false;
+        let winner = vec![Action::Remove(r.clone()), Action::Add(a)];
+        assert!(matches!(
+            check(&read, &winner),
+            Err(ConflictKind::ConcurrentCompaction { .. })
+        ));
+        // A commit that also changed data is a plain delete-delete conflict.
+        let winner = vec![Action::Remove(r), add("c.parquet")];
+        assert!(matches!(
+            check(&read, &winner),
+            Err(ConflictKind::ConcurrentDeleteDelete { .. })
+        ));
     }
 
     #[test]
