@@ -1,104 +1,59 @@
 //! `shoal-server`: the HTTP API over a warehouse of Shoal tables.
-//!
-//! This first version serves health and read-only table listing/description; the full
-//! API (writes, scans, group commit, auth) is specified in its own issue.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use clap::Parser;
-use serde_json::json;
+use shoal_server::config::{Overrides, ServerConfig};
+use shoal_server::{serve, AppState};
 
 #[derive(Parser)]
 #[command(name = "shoal-server", version, about = "HTTP API for Shoal tables")]
 struct Args {
-    /// Warehouse root directory holding tables by name.
-    #[arg(long, default_value = "./warehouse")]
-    warehouse: PathBuf,
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    /// TOML config file (tokens, grants, limits).
+    #[arg(long, env = "SHOAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Warehouse root holding tables by name [default: ./warehouse].
+    #[arg(long, env = "SHOAL_WAREHOUSE")]
+    warehouse: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "SHOAL_LISTEN")]
+    listen: Option<String>,
+    /// Allow a non-loopback address without tokens.
+    #[arg(long, env = "SHOAL_INSECURE")]
+    insecure: bool,
+    /// Largest request body in bytes.
+    #[arg(long, env = "SHOAL_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Most rows per write request.
+    #[arg(long, env = "SHOAL_MAX_ROWS_PER_REQUEST")]
+    max_rows_per_request: Option<usize>,
+    /// Request timeout in seconds.
+    #[arg(long, env = "SHOAL_REQUEST_TIMEOUT_SECS")]
+    request_timeout_secs: Option<f64>,
+    /// Requests handled at once.
+    #[arg(long, env = "SHOAL_MAX_CONCURRENT_REQUESTS")]
+    max_concurrent_requests: Option<usize>,
 }
 
-#[derive(Clone)]
-struct AppState {
-    warehouse: PathBuf,
-}
-
-fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/v1/tables", get(list_tables))
-        .route("/v1/tables/{name}", get(describe_table))
-        .with_state(state)
-}
-
-fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
-}
-
-async fn list_tables(State(state): State<AppState>) -> Response {
-    let mut names = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&state.warehouse) {
-        for e in entries.flatten() {
-            if e.path().join("_delta_log").is_dir() {
-                names.push(e.file_name().to_string_lossy().to_string());
-            }
-        }
-    }
-    names.sort();
-    Json(json!({ "tables": names })).into_response()
-}
-
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        && !name.contains("..")
-}
-
-async fn describe_table(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if !valid_name(&name) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_name",
-            format!("invalid table name `{name}`"),
-        );
-    }
-    let path = state.warehouse.join(&name);
-    let table = match shoal_format::Table::at(&path.to_string_lossy()) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_location", e.to_string()),
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
     };
-    match table.snapshot().await {
-        Ok(snap) => {
-            let (bytes, rows) = snap.totals();
-            Json(json!({
-                "name": name,
-                "version": snap.version(),
-                "schema": serde_json::from_str::<serde_json::Value>(&snap.metadata().schema_string).unwrap_or_default(),
-                "partition_columns": snap.partition_columns(),
-                "num_files": snap.num_files(),
-                "size_bytes": bytes,
-                "num_rows": rows,
-            }))
-            .into_response()
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
         }
-        Err(shoal_format::Error::TableNotFound(_)) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no table `{name}`"),
-        ),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
     }
 }
 
@@ -111,21 +66,27 @@ async fn main() -> Result<()> {
         )
         .init();
     let args = Args::parse();
-    std::fs::create_dir_all(&args.warehouse)
-        .with_context(|| format!("cannot create warehouse `{}`", args.warehouse.display()))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let overrides = Overrides {
+        warehouse: args.warehouse,
+        listen: args.listen,
+        insecure: args.insecure.then_some(true),
+        max_body_bytes: args.max_body_bytes,
+        max_rows_per_request: args.max_rows_per_request,
+        request_timeout_secs: args.request_timeout_secs,
+        max_concurrent_requests: args.max_concurrent_requests,
+    };
+    let config = ServerConfig::load(args.config.as_deref(), &overrides)?;
+    let listen = config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(listen = %args.listen, warehouse = %args.warehouse.display(), "shoal-server ready");
-    axum::serve(
-        listener,
-        router(AppState {
-            warehouse: args.warehouse,
-        }),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(
+        listen = %listen,
+        warehouse = %config.warehouse,
+        auth = !config.tokens.is_empty(),
+        "shoal-server ready"
+    );
+    serve(listener, AppState::new(config), shutdown_signal()).await?;
+    tracing::info!("stopped");
     Ok(())
 }
