@@ -45,6 +45,9 @@ struct Args {
     /// Tables compacted at once.
     #[arg(long)]
     max_concurrent: Option<usize>,
+    /// How long a table lease lasts without renewal, e.g. 10m.
+    #[arg(long)]
+    lease_ttl: Option<String>,
     /// Name in leases (default: host-pid-random).
     #[arg(long)]
     owner: Option<String>,
@@ -85,6 +88,9 @@ fn load_config(args: &Args) -> Result<Config> {
     }
     if let Some(k) = args.max_concurrent {
         s.max_concurrent_tables = k;
+    }
+    if let Some(t) = &args.lease_ttl {
+        s.lease_ttl = t.clone();
     }
     if let Some(o) = &args.owner {
         s.owner = Some(o.clone());

@@ -122,13 +122,13 @@ impl Metrics {
             "Compaction runs by outcome.",
             runs,
         );
-        let per_table = |f: &dyn Fn(&TableMetrics) -> Option<f64>| -> Vec<(String, f64)> {
+        let per_table = |f: &Getter| -> Vec<(String, f64)> {
             tables
                 .iter()
                 .filter_map(|(t, m)| f(m).map(|v| (label(t), v)))
                 .collect()
         };
-        let counters: [(&str, &str, &dyn Fn(&TableMetrics) -> Option<f64>); 9] = [
+        let counters: [(&str, &str, &Getter); 9] = [
             (
                 "shoal_compactor_files_compacted_total",
                 "Small files rewritten into larger ones.",
@@ -199,6 +199,9 @@ impl Metrics {
         out
     }
 }
+
+/// Reads one value of a table's metrics.
+type Getter = dyn Fn(&TableMetrics) -> Option<f64>;
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")

@@ -133,6 +133,15 @@ impl Runner {
                 return Ok(());
             }
         };
+        info!(table = uri, owner = %self.owner, "lease acquired");
+        // The previous holder may have committed since the snapshot was read.
+        let snapshot = match snapshot.update().await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = lease.release().await;
+                return Err(e.into());
+            }
+        };
         let lease = Arc::new(Mutex::new(lease));
         // Renew the lease while the run goes on; a lost lease stops the run at the next
         // step boundary (the commit protocol keeps a step in flight safe regardless).
@@ -167,6 +176,7 @@ impl Runner {
                     if result.is_ok() {
                         lease.state.last_success_ms = Some(chrono::Utc::now().timestamp_millis());
                     }
+                    info!(table = uri, owner = %self.owner, "releasing lease");
                     if let Err(e) = lease.release().await {
                         warn!(table = uri, error = %e, "could not release the lease; it will expire");
                     }

@@ -197,3 +197,33 @@ impl Rng {
         &items[self.below(items.len() as u64) as usize]
     }
 }
+
+/// The path of a workspace binary, built first (quietly, in the profile these tests
+/// were built in) so it is never stale, also under `cargo test -p shoal-tests`.
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile directory")
+        .to_path_buf();
+    let release = profile_dir.file_name().and_then(|n| n.to_str()) == Some("release");
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == bin) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-q", "-p", package, "--bin", bin]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build -p {package} --bin {bin} failed"
+        );
+        built.push(bin.to_string());
+    }
+    profile_dir.join(bin)
+}

@@ -465,7 +465,7 @@ impl OptimizeBuilder {
         }
         if self.max_input_bytes.is_some() {
             // Under a budget, the partitions that need it most go first.
-            candidates.sort_by(|a, b| b.0.cmp(&a.0));
+            candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         }
         let mut bins = Vec::new();
         let mut planned = 0;
