@@ -260,6 +260,19 @@ fn json_error(e: ArrowError) -> ApiError {
 }
 
 fn decode_ndjson(body: &Bytes, target: Target<'_>, max_rows: usize) -> ApiResult<Vec<RecordBatch>> {
+    // Arrow's tape decoder forgives some malformed JSON (`{"a": 1,,}`); a strict syntax
+    // pass first (no allocation per value) keeps bad input from being half-understood.
+    for (i, v) in serde_json::Deserializer::from_slice(body)
+        .into_iter::<serde::de::IgnoredAny>()
+        .enumerate()
+    {
+        if let Err(e) = v {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                format!("invalid JSON in value {}: {e}", i + 1),
+            ));
+        }
+    }
     let schema = match target {
         Target::Table(t) => decode_schema(t, None)?,
         Target::TablePlus(t) => {
