@@ -303,7 +303,7 @@ impl Default for Policy {
             enabled: true,
             trigger: CompactionTrigger {
                 min_small_files: 10,
-                min_small_share: Some(0.5),
+                min_small_share: None,
             },
             target_file_size: None,
             zorder_by: Vec::new(),

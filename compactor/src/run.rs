@@ -230,7 +230,10 @@ impl Runner {
             .checkpoint_interval
             .unwrap_or_else(|| snapshot.checkpoint_interval());
         let since = snapshot.version() - snapshot.checkpoint_version().unwrap_or(-1);
-        if snapshot.version() > 0 && since >= interval {
+        // Also right after a compaction: its checkpoint is small (few files are left)
+        // and spares every reader the replay of the commit that removed many.
+        let compacted = report.files_compacted > 0 && since > 0;
+        if snapshot.version() > 0 && (since >= interval || compacted) {
             let cp = snapshot.write_checkpoint().await?;
             report.checkpoint_version = Some(cp.version);
         }

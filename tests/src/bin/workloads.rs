@@ -192,10 +192,13 @@ struct Args {
 const STEPS: [&str; 13] = [
     "W1", "W2", "W3", "W4", "W5", "W5b", "W6setup", "W6a", "W6b", "W6c", "W7", "W8", "W9",
 ];
-const IMPLEMENTED: [&str; 12] = [
-    "W1", "W2", "W3", "W4", "W5", "W5b", "W6setup", "W6a", "W6b", "W6c", "W7", "W8",
+/// Shoal's own steps, run only when named in `--only`: C1 is the compactor's seed
+/// scenario (issue 6).
+const EXTRA_STEPS: [&str; 1] = ["C1"];
+const IMPLEMENTED: [&str; 13] = [
+    "W1", "W2", "W3", "W4", "W5", "W5b", "W6setup", "W6a", "W6b", "W6c", "W7", "W8", "C1",
 ];
-const TABLES: [&str; 4] = ["w1", "w2", "w6", "w9"];
+const TABLES: [&str; 5] = ["w1", "w2", "w6", "w9", "c1"];
 
 /// The table a step creates (and so must not find already there).
 fn created_table(step: &str) -> Option<&'static str> {
@@ -204,6 +207,7 @@ fn created_table(step: &str) -> Option<&'static str> {
         "W2" => Some("w2"),
         "W6setup" => Some("w6"),
         "W9" => Some("w9"),
+        "C1" => Some("c1"),
         _ => None,
     }
 }
@@ -1249,6 +1253,103 @@ async fn w7_delete(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// C1 (Shoal's own, not in WORKLOADS.md): the compactor's seed scenario. 10,000
+/// micro-batch commits of 1,000 rows each (× scale), then one `shoal-compactor --once`
+/// pass (the binary next to this one, default policy); snapshot open and full scan
+/// timed before and after.
+async fn c1_compactor_seed(cfg: &Config) -> Result<()> {
+    fail_if_exists(cfg, "c1")?;
+    let compactor = std::env::current_exe()?
+        .parent()
+        .ok_or_else(|| anyhow!("no directory for this executable"))?
+        .join("shoal-compactor");
+    if !compactor.exists() {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p shoal-compactor`",
+            compactor.display()
+        );
+    }
+    let table = cfg.table("c1")?;
+    let commits = cfg.n(10_000, 10);
+    let rows = 1_000;
+    let schema = StructType::from_arrow(&events_schema())?;
+    table.create(schema).execute().await?;
+    let started = Instant::now();
+    for i in 0..commits {
+        let batch = make_events((i * rows) as i64, rows, SEED);
+        table.write(vec![batch]).execute().await?;
+    }
+    let write_s = started.elapsed().as_secs_f64();
+    let expected = (commits * rows) as i64;
+    let uri = cfg.table_path("c1").to_string_lossy().to_string();
+    async fn measure(uri: &str, when: &str, expected: i64) -> Result<Value> {
+        let (open_s, open_runs, snap) = median_time(3, || async {
+            Ok(Table::open(uri).await?.snapshot().await?)
+        })
+        .await?;
+        let table = Table::open(uri).await?;
+        let (scan_s, scan_runs, rows) = median_time(3, || {
+            let snap = snap.clone();
+            let table = &table;
+            async move {
+                let mut stream = table.scan(snap).with_batch_size(64 * 1024).execute()?;
+                let mut rows = 0usize;
+                while let Some(b) = stream.try_next().await? {
+                    rows += b.num_rows();
+                }
+                Ok(rows)
+            }
+        })
+        .await?;
+        emit(
+            "C1",
+            &format!("open_{when}"),
+            open_s,
+            json!({"runs_s": open_runs, "files": snap.num_files(), "version": snap.version()}),
+        );
+        emit(
+            "C1",
+            &format!("scan_{when}"),
+            scan_s,
+            json!({"runs_s": scan_runs, "rows": rows, "files": snap.num_files(),
+                    "verified": rows as i64 == expected}),
+        );
+        Ok(json!({"open_s": open_s, "scan_s": scan_s, "files": snap.num_files()}))
+    }
+    let before = measure(&uri, "before_compact", expected).await?;
+    let t = Instant::now();
+    let out = std::process::Command::new(&compactor)
+        .args(["--once", "--table", &uri])
+        .output()?;
+    let pass_s = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "compactor pass failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let after = measure(&uri, "after_compact", expected).await?;
+    let ratio = |k: &str| {
+        let b = before[k].as_f64().unwrap_or(0.0);
+        let a = after[k].as_f64().unwrap_or(0.0);
+        if a > 0.0 {
+            (b / a * 100.0).round() / 100.0
+        } else {
+            0.0
+        }
+    };
+    emit(
+        "C1",
+        "compactor_pass",
+        pass_s,
+        json!({"commits": commits, "rows": expected, "write_s": r6(write_s),
+               "files_before": before["files"], "files_after": after["files"],
+               "scan_speedup": ratio("scan_s"), "open_speedup": ratio("open_s"),
+               "verified": after["files"].as_u64().unwrap_or(u64::MAX) <= 60}),
+    );
+    Ok(())
+}
+
 async fn run_step(cfg: &Config, step: &str) -> Result<()> {
     match step {
         "W1" => w1_bulk_append(cfg).await,
@@ -1263,6 +1364,7 @@ async fn run_step(cfg: &Config, step: &str) -> Result<()> {
         "W6c" => w6b_merge_cdc(cfg, "merge_cdc_recent_1pct_not_streamed").await,
         "W7" => w7_delete(cfg).await,
         "W8" => w8_vacuum(cfg).await,
+        "C1" => c1_compactor_seed(cfg).await,
         other => bail!("step {other} is not implemented"),
     }
 }
@@ -1388,8 +1490,12 @@ fn run_all(cfg: &Config, steps: &[String], out: Option<&Path>, clean: bool) -> R
     let exe = std::env::current_exe().context("locating this executable")?;
     let mut failures = 0;
     for step in steps {
-        if !STEPS.contains(&step.as_str()) {
-            eprintln!("# unknown step {step} (known: {})", STEPS.join(", "));
+        if !STEPS.contains(&step.as_str()) && !EXTRA_STEPS.contains(&step.as_str()) {
+            eprintln!(
+                "# unknown step {step} (known: {}, {})",
+                STEPS.join(", "),
+                EXTRA_STEPS.join(", ")
+            );
             write(&json!({"workload": step, "name": "error", "error": "unknown step"}).to_string());
             failures += 1;
             continue;
