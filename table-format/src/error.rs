@@ -112,6 +112,15 @@ pub enum Error {
     InvalidUri { uri: String, reason: String },
     #[error("storage error: {0}")]
     Storage(#[from] object_store::Error),
+    /// The store kept failing while the log file of `version` was written, and reading
+    /// it back could not tell whether the write landed. Look for `commitInfo.txnId`
+    /// in that version before retrying the operation.
+    #[error("commit outcome unknown at version {version} (txnId {txn_id}): {reason}")]
+    CommitOutcomeUnknown {
+        version: i64,
+        txn_id: String,
+        reason: String,
+    },
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("parquet error: {0}")]
@@ -154,6 +163,22 @@ impl Error {
         Error::SchemaMismatch {
             column: column.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// True for store errors that may go away on retry (5xx, throttling, timeouts,
+    /// broken connections); see [`crate::storage::is_transient`].
+    pub fn is_transient_storage(&self) -> bool {
+        match self {
+            Error::Storage(e) => crate::storage::is_transient(e),
+            Error::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
         }
     }
 

@@ -33,6 +33,6 @@ pub use error::{ConflictKind, Error, Result};
 pub use ops::{SaveMode, WriteResult};
 pub use protocol::{DataType, StructField, StructType};
 pub use snapshot::Snapshot;
-pub use storage::TableStore;
+pub use storage::{StorageOptions, TableStore};
 pub use table::Table;
 pub use write::SchemaMode;

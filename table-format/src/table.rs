@@ -16,10 +16,19 @@ pub struct Table {
 }
 
 impl Table {
-    /// A table at a URI (local path, `file://`, `memory://`). Does not read anything.
+    /// A table at a URI (local path, `file://`, `s3://bucket/prefix` configured from the
+    /// `AWS_*` environment, `memory://`). Does not read anything.
     pub fn at(uri: &str) -> Result<Table> {
         Ok(Table {
             store: TableStore::from_uri(uri)?,
+        })
+    }
+
+    /// A table at a URI with explicit storage options (credentials, endpoint, …; see
+    /// [`crate::storage::StorageOptions`]). Does not read anything.
+    pub fn at_with_options(uri: &str, options: &crate::storage::StorageOptions) -> Result<Table> {
+        Ok(Table {
+            store: TableStore::from_uri_with_options(uri, options)?,
         })
     }
 

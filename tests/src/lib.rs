@@ -227,3 +227,54 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     }
     profile_dir.join(bin)
 }
+
+/// The S3 gateway the tests run against (`tests/scripts/s3-gateway.sh`, started by
+/// `.ci/run`): a base URI (`SHOAL_S3_URI`, e.g. `s3://test/run-…`) under which each test
+/// makes its own prefix. Credentials, endpoint and region come from the standard `AWS_*`
+/// variables. Required when `CI=true`; elsewhere its absence skips with a notice.
+pub fn s3_base(what: &str) -> Option<String> {
+    let vars = ["SHOAL_S3_URI", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"];
+    let missing: Vec<&str> = vars
+        .iter()
+        .copied()
+        .filter(|v| std::env::var(v).map_or(true, |s| s.is_empty()))
+        .collect();
+    if missing.is_empty() {
+        return std::env::var("SHOAL_S3_URI")
+            .ok()
+            .map(|u| u.trim_end_matches('/').to_string());
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{} not set but CI=true: {what} must run against the S3 gateway",
+            missing.join(", ")
+        );
+    }
+    eprintln!(
+        "NOTICE: skipping {what}: no S3 gateway ({} not set; `eval \"$(tests/scripts/s3-gateway.sh start && tests/scripts/s3-gateway.sh env)\"`)",
+        missing.join(", ")
+    );
+    None
+}
+
+/// A fresh, unique location under the S3 base for one test.
+pub fn s3_uri(base: &str, name: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{base}/{name}-{}-{n}", std::process::id())
+}
+
+/// The delta-rs `storage_options` for the S3 gateway, as a JSON object (for the Python
+/// oracle): endpoint, keys, region, plain HTTP.
+pub fn deltalake_s3_options() -> String {
+    let get = |k: &str| std::env::var(k).unwrap_or_default();
+    serde_json::json!({
+        "AWS_ENDPOINT_URL": get("AWS_ENDPOINT_URL"),
+        "AWS_ACCESS_KEY_ID": get("AWS_ACCESS_KEY_ID"),
+        "AWS_SECRET_ACCESS_KEY": get("AWS_SECRET_ACCESS_KEY"),
+        "AWS_REGION": std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    })
+    .to_string()
+}

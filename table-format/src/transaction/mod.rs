@@ -4,6 +4,8 @@
 
 pub mod conflict;
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
@@ -38,6 +40,23 @@ pub struct Transaction {
     max_attempts: usize,
     auto_checkpoint: bool,
     blind_append: bool,
+    store_retry_timeout: Option<Duration>,
+}
+
+/// Who wrote the log file this transaction tried to create.
+enum Landed {
+    /// This transaction (perhaps by a try whose answer was lost).
+    Mine,
+    /// Another writer: its commit's bytes.
+    Other(Bytes),
+}
+
+/// The `commitInfo.txnId` of a commit, if it has one.
+fn txn_id_of(actions: &[Action]) -> Option<&str> {
+    actions.iter().find_map(|a| match a {
+        Action::CommitInfo(ci) => ci.0.get("txnId").and_then(Value::as_str),
+        _ => None,
+    })
 }
 
 /// The outcome of a successful commit.
@@ -63,6 +82,7 @@ impl Transaction {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             auto_checkpoint: true,
             blind_append: false,
+            store_retry_timeout: None,
         }
     }
 
@@ -79,6 +99,7 @@ impl Transaction {
             max_attempts: 1,
             auto_checkpoint: true,
             blind_append: false,
+            store_retry_timeout: None,
         }
     }
 
@@ -139,13 +160,26 @@ impl Transaction {
         self
     }
 
+    /// Bounds the time spent retrying the log write after transient store errors
+    /// (default: the store's retry timeout).
+    pub fn with_store_retry_timeout(mut self, timeout: Duration) -> Self {
+        self.store_retry_timeout = Some(timeout);
+        self
+    }
+
     /// Marks the transaction as reading nothing and only adding files.
     pub fn blind_append(mut self) -> Self {
         self.blind_append = true;
         self
     }
 
-    fn commit_info(&self, timestamp: i64, ict: Option<i64>, read_version: Option<i64>) -> Action {
+    fn commit_info(
+        &self,
+        timestamp: i64,
+        ict: Option<i64>,
+        read_version: Option<i64>,
+        txn_id: &str,
+    ) -> Action {
         let mut m = Map::new();
         if let Some(ict) = ict {
             m.insert("inCommitTimestamp".into(), Value::from(ict));
@@ -175,10 +209,7 @@ impl Transaction {
             .collect();
         m.insert("operationMetrics".into(), Value::Object(metrics));
         m.insert("engineInfo".into(), Value::from(engine_info()));
-        m.insert(
-            "txnId".into(),
-            Value::from(uuid::Uuid::new_v4().to_string()),
-        );
+        m.insert("txnId".into(), Value::from(txn_id));
         Action::CommitInfo(CommitInfo(m))
     }
 
@@ -203,16 +234,19 @@ impl Transaction {
             .map(|b| b.timestamp())
             .unwrap_or(i64::MIN);
         let mut winners: Vec<(i64, Vec<Action>, i64)> = Vec::new();
+        // One id for every try: the log file of any version is written by at most one
+        // of them, and reading it back tells whether a try whose answer was lost landed.
+        let txn_id = uuid::Uuid::new_v4().to_string();
         for attempt in 1..=self.max_attempts {
             let now = chrono::Utc::now().timestamp_millis();
             let ict = ict_enabled.then(|| now.max(last_ts.saturating_add(1)));
             let mut actions = Vec::with_capacity(self.actions.len() + 1);
-            actions.push(self.commit_info(now, ict, read_version));
+            actions.push(self.commit_info(now, ict, read_version, &txn_id));
             actions.extend(self.actions.iter().cloned());
             let bytes = Bytes::from(serialize_commit(&actions)?);
             let path = self.store.log_path(&commit_name(version));
-            match self.store.put_if_absent(&path, bytes.clone()).await? {
-                PutOutcome::Created => {
+            match self.put_commit(version, &path, bytes, &txn_id).await? {
+                Landed::Mine => {
                     debug!(version, attempt, operation = %self.operation, "committed");
                     let timestamp = ict.unwrap_or(now);
                     let snapshot = self
@@ -232,13 +266,10 @@ impl Transaction {
                         attempts: attempt,
                     });
                 }
-                PutOutcome::AlreadyExists => {
+                Landed::Other(data) => {
                     if self.base.is_none() {
                         return Err(Error::TableAlreadyExists(self.store.uri().to_string()));
                     }
-                    let data = self.store.get_opt(&path).await?.ok_or_else(|| {
-                        Error::corrupt(commit_name(version), "commit vanished after a lost race")
-                    })?;
                     let winner = parse_commit(&data, &commit_name(version))?;
                     conflict::check(&self.read, &winner).map_err(Error::Conflict)?;
                     let winner_ts = winner
@@ -258,6 +289,67 @@ impl Transaction {
         Err(Error::Conflict(ConflictKind::RetriesExhausted {
             attempts: self.max_attempts,
         }))
+    }
+
+    /// Writes the log file of `version` if absent and says who wrote it. A transient
+    /// store error leaves the outcome unknown (the write may have happened and its
+    /// answer been lost), so the file is read back: this transaction's id there means
+    /// it landed, another id means another writer won, no file means it did not land
+    /// and the same bytes are written again, with backoff, for a bounded time. A
+    /// put-if-absent never lands twice, so this never duplicates a commit.
+    async fn put_commit(
+        &self,
+        version: i64,
+        path: &object_store::path::Path,
+        bytes: Bytes,
+        txn_id: &str,
+    ) -> Result<Landed> {
+        let started = Instant::now();
+        let bound = self
+            .store_retry_timeout
+            .unwrap_or_else(|| self.store.retry_timeout());
+        let mut delay = Duration::from_millis(50);
+        let name = commit_name(version);
+        loop {
+            let unknown = match self.store.put_if_absent(path, bytes.clone()).await {
+                Ok(PutOutcome::Created) => return Ok(Landed::Mine),
+                Ok(PutOutcome::AlreadyExists) => None,
+                Err(e) if e.is_transient_storage() => Some(e),
+                Err(e) => return Err(e),
+            };
+            let read_back = match self.store.get_opt(path).await {
+                Ok(found) => found,
+                Err(e) if e.is_transient_storage() => None,
+                Err(e) => return Err(e),
+            };
+            match read_back {
+                Some(data) => {
+                    let actions = parse_commit(&data, &name)?;
+                    if txn_id_of(&actions) == Some(txn_id) {
+                        if unknown.is_some() {
+                            debug!(version, "the log write's answer was lost, but it landed");
+                        }
+                        return Ok(Landed::Mine);
+                    }
+                    return Ok(Landed::Other(data));
+                }
+                None if unknown.is_none() => {
+                    return Err(Error::corrupt(name, "commit vanished after a lost race"));
+                }
+                None => {}
+            }
+            let error = unknown.map(|e| e.to_string()).unwrap_or_default();
+            if started.elapsed() + delay > bound {
+                return Err(Error::CommitOutcomeUnknown {
+                    version,
+                    txn_id: txn_id.to_string(),
+                    reason: error,
+                });
+            }
+            warn!(version, error = %error, "transient store error writing the log; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
     }
 
     async fn post_commit_snapshot(

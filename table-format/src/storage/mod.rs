@@ -1,7 +1,13 @@
-//! The one storage seam: table locations over `object_store`, put-if-absent as a
-//! first-class call, and listing of the log.
+//! The one storage seam: table locations over `object_store` (local disk, S3 and
+//! S3-compatible stores, memory), put-if-absent as a first-class call, listing of the
+//! log, multipart uploads of large objects, and bounded retries of idempotent requests.
 
+mod config;
+pub mod faults;
+
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -12,6 +18,12 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
 
 use crate::error::{Error, Result};
 
+use config::ShoalOptions;
+pub use config::{
+    StorageOptions, OPT_MAX_RETRIES, OPT_MULTIPART_THRESHOLD, OPT_RETRY_TIMEOUT,
+    OPT_UNSAFE_SINGLE_WRITER,
+};
+
 /// Where a table lives: a store and the table's root prefix inside it.
 #[derive(Clone)]
 pub struct TableStore {
@@ -21,13 +33,17 @@ pub struct TableStore {
     /// The table directory when the store is the local file system: log listings
     /// then read the directory and stat only the entries they return.
     local_root: Option<std::path::PathBuf>,
+    /// Settings from the storage options (behind an `Arc`: handles stay small).
+    options: Arc<ShoalOptions>,
 }
 
 impl std::fmt::Debug for TableStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the options: they may hold credentials.
         f.debug_struct("TableStore")
             .field("uri", &self.uri)
-            .finish()
+            .field("atomic_create", &self.options.atomic_create)
+            .finish_non_exhaustive()
     }
 }
 
@@ -40,8 +56,49 @@ pub enum PutOutcome {
 }
 
 impl TableStore {
-    /// A table at a URI: a local path, `file://...` or `memory://...` (a fresh store).
+    /// A table at a URI: a local path, `file://...`, `s3://bucket/prefix` (configured
+    /// from the standard `AWS_*` environment variables) or `memory://...` (a fresh store).
     pub fn from_uri(uri: &str) -> Result<Self> {
+        Self::from_uri_with_options(uri, &StorageOptions::new())
+    }
+
+    /// A table at a URI with explicit storage options (see [`StorageOptions`]); for S3
+    /// they override the environment. Refuses a store that cannot create a file only if
+    /// it is absent, unless [`OPT_UNSAFE_SINGLE_WRITER`] is set.
+    pub fn from_uri_with_options(uri: &str, options: &StorageOptions) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidUri {
+            uri: uri.to_string(),
+            reason: reason.to_string(),
+        };
+        let scheme = uri.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if matches!(scheme.as_deref(), Some("s3" | "s3a")) {
+            let built = config::s3(uri, options)?;
+            if !built.atomic_create && !built.options.unsafe_single_writer {
+                return Err(bad(&format!(
+                    "this store cannot create a file only if it is absent (conditional put is \
+                     disabled), so concurrent commits could overwrite each other; set storage \
+                     option `{OPT_UNSAFE_SINGLE_WRITER}=true` only if a single process ever writes"
+                )));
+            }
+            let mut store = Self::new(built.store, built.root, uri);
+            let mut options = built.options;
+            options.atomic_create = built.atomic_create;
+            store.options = Arc::new(options);
+            return Ok(store);
+        }
+        // Local and memory stores take Shoal's own options only.
+        let (shoal, rest) = config::split_options(uri, options)?;
+        if let Some((key, _)) = rest.first() {
+            return Err(bad(&format!(
+                "storage option `{key}` does not apply to this store"
+            )));
+        }
+        let mut store = Self::local_or_memory(uri, &scheme)?;
+        store.options = Arc::new(shoal);
+        Ok(store)
+    }
+
+    fn local_or_memory(uri: &str, scheme: &Option<String>) -> Result<Self> {
         let bad = |reason: &str| Error::InvalidUri {
             uri: uri.to_string(),
             reason: reason.to_string(),
@@ -55,11 +112,8 @@ impl TableStore {
                 url::Url::parse(&format!("file://{rest}")).map_err(|e| bad(&e.to_string()))?;
             url.to_file_path()
                 .map_err(|_| bad("not a local file URL"))?
-        } else if uri.contains("://") {
-            let scheme = uri.split("://").next().unwrap_or_default();
-            return Err(bad(&format!(
-                "the `{scheme}` scheme is not supported by this build (local paths, file:// and memory:// are)"
-            )));
+        } else if let Some(scheme) = scheme {
+            return Err(config::unsupported_scheme(uri, scheme));
         } else {
             std::path::PathBuf::from(uri)
         };
@@ -82,6 +136,63 @@ impl TableStore {
             root,
             uri: uri.to_string(),
             local_root: None,
+            options: Arc::new(ShoalOptions::default()),
+        }
+    }
+
+    /// The same table over a wrapped store (a fault-injecting or recording store in
+    /// tests). Local fast paths are turned off so every request goes through `wrap`.
+    pub fn map_store(
+        &self,
+        wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
+    ) -> Self {
+        let mut out = self.clone();
+        out.store = wrap(self.store.clone());
+        out.local_root = None;
+        out
+    }
+
+    /// Whether put-if-absent is atomic in the store (false only in the unsafe
+    /// single-writer mode).
+    pub fn atomic_create(&self) -> bool {
+        self.options.atomic_create
+    }
+
+    /// Bound on the time one request (or one commit's log write) spends retrying
+    /// transient errors ([`OPT_RETRY_TIMEOUT`]).
+    pub fn retry_timeout(&self) -> Duration {
+        self.options.retry_timeout
+    }
+
+    /// Objects at least this large are uploaded in parts.
+    pub fn multipart_threshold(&self) -> usize {
+        self.options.multipart_threshold
+    }
+
+    /// Runs an idempotent request, retrying transient failures with exponential backoff
+    /// for at most the configured attempts and time. Permanent errors return at once.
+    async fn retrying<T, F, Fut>(&self, mut request: F) -> object_store::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = object_store::Result<T>>,
+    {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(25);
+        let mut attempt = 0usize;
+        loop {
+            attempt += 1;
+            match request().await {
+                Err(e)
+                    if is_transient(&e)
+                        && attempt < STORE_ATTEMPTS
+                        && started.elapsed() + delay < self.options.retry_timeout =>
+                {
+                    tracing::debug!(attempt, error = %e, "transient store error; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
         }
     }
 
@@ -120,8 +231,18 @@ impl TableStore {
         Ok(p)
     }
 
-    /// Creates `path` only if nothing is there: the commit primitive.
+    /// Creates `path` only if nothing is there: the commit primitive. Not retried
+    /// here: after a transient error the write may or may not have happened, and only
+    /// the caller knows how to tell (a commit reads its transaction id back).
     pub async fn put_if_absent(&self, path: &Path, data: Bytes) -> Result<PutOutcome> {
+        if !self.options.atomic_create {
+            // Unsafe single-writer mode: check, then write.
+            if self.head(path).await?.is_some() {
+                return Ok(PutOutcome::AlreadyExists);
+            }
+            self.put(path, data).await?;
+            return Ok(PutOutcome::Created);
+        }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -137,23 +258,54 @@ impl TableStore {
         }
     }
 
-    /// Writes (or replaces) an object.
+    /// Writes (or replaces) an object; objects of at least [`Self::multipart_threshold`]
+    /// bytes on a remote store go up as a multipart upload. Retried on transient errors
+    /// (writing the same bytes again is harmless).
     pub async fn put(&self, path: &Path, data: Bytes) -> Result<()> {
-        self.store.put(path, PutPayload::from_bytes(data)).await?;
+        if self.local_root.is_none() && data.len() >= self.options.multipart_threshold {
+            return self.put_multipart(path, data).await;
+        }
+        self.retrying(|| self.store.put(path, PutPayload::from_bytes(data.clone())))
+            .await?;
+        Ok(())
+    }
+
+    /// Uploads `data` in parts of at least [`MULTIPART_PART_SIZE`] bytes; the object
+    /// appears only when the upload completes, and a failed upload is aborted.
+    pub async fn put_multipart(&self, path: &Path, data: Bytes) -> Result<()> {
+        let attempt = || async {
+            let upload = self.store.put_multipart(path).await?;
+            let mut writer =
+                object_store::WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_SIZE);
+            writer.put(data.clone());
+            match writer.finish().await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        self.retrying(attempt).await?;
         Ok(())
     }
 
     /// Reads a whole object; `Ok(None)` when it does not exist.
     pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
-        match self.store.get(path).await {
-            Ok(r) => Ok(Some(r.bytes().await?)),
+        let read = || async { self.store.get(path).await?.bytes().await };
+        match self.retrying(read).await {
+            Ok(b) => Ok(Some(b)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
+    /// Reads bytes `range` of an object (a ranged GET on object stores).
+    pub async fn get_range(&self, path: &Path, range: std::ops::Range<u64>) -> Result<Bytes> {
+        Ok(self
+            .retrying(|| self.store.get_range(path, range.clone()))
+            .await?)
+    }
+
     pub async fn head(&self, path: &Path) -> Result<Option<ObjectMeta>> {
-        match self.store.head(path).await {
+        match self.retrying(|| self.store.head(path)).await {
             Ok(m) => Ok(Some(m)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -161,7 +313,7 @@ impl TableStore {
     }
 
     pub async fn delete(&self, path: &Path) -> Result<()> {
-        match self.store.delete(path).await {
+        match self.retrying(|| self.store.delete(path)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -181,13 +333,15 @@ impl TableStore {
             .map_err(|e| Error::Task(e.to_string()))?;
         }
         let dir = self.log_dir();
-        let stream = match after {
-            Some(name) => self
-                .store
-                .list_with_offset(Some(&dir), &self.log_path(name)),
-            None => self.store.list(Some(&dir)),
+        let offset = after.map(|name| self.log_path(name));
+        let list = || {
+            let stream = match &offset {
+                Some(offset) => self.store.list_with_offset(Some(&dir), offset),
+                None => self.store.list(Some(&dir)),
+            };
+            stream.try_collect::<Vec<ObjectMeta>>()
         };
-        let metas: Vec<ObjectMeta> = match stream.try_collect().await {
+        let metas: Vec<ObjectMeta> = match self.retrying(list).await {
             Ok(m) => m,
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(e.into()),
@@ -223,7 +377,10 @@ impl TableStore {
     /// One level of the directory `prefix`: its objects and its subdirectories (as
     /// prefixes). For walks that prune whole directories, as VACUUM prunes `_delta_log/`.
     pub async fn list_dir(&self, prefix: &Path) -> Result<(Vec<ObjectMeta>, Vec<Path>)> {
-        match self.store.list_with_delimiter(Some(prefix)).await {
+        match self
+            .retrying(|| self.store.list_with_delimiter(Some(prefix)))
+            .await
+        {
             Ok(r) => Ok((r.objects, r.common_prefixes)),
             Err(object_store::Error::NotFound { .. }) => Ok((Vec::new(), Vec::new())),
             Err(e) => Err(e.into()),
@@ -250,6 +407,41 @@ impl TableStore {
                 .join("/"),
         )
     }
+}
+
+/// Most attempts of one idempotent request at this layer (object stores retry each
+/// HTTP request themselves too, see [`OPT_MAX_RETRIES`]).
+const STORE_ATTEMPTS: usize = 4;
+
+/// Part size of multipart uploads (S3 needs at least 5 MiB but for the last part).
+pub const MULTIPART_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Whether a store error may go away on retry: server errors, throttling, timeouts and
+/// broken connections. Not-found, already-exists, precondition, permission, invalid
+/// path and unsupported-operation errors are permanent, and so is an HTTP 4xx
+/// answer other than 408 and 429.
+pub fn is_transient(e: &object_store::Error) -> bool {
+    match e {
+        object_store::Error::Generic { source, .. } => {
+            let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+            while let Some(err) = cur {
+                if let Some(status) = http_status(&err.to_string()) {
+                    return !(400..500).contains(&status) || status == 408 || status == 429;
+                }
+                cur = err.source();
+            }
+            true
+        }
+        object_store::Error::JoinError { .. } => true,
+        _ => false,
+    }
+}
+
+/// The HTTP status in object_store's retry error text ("... status code: 503 ..."),
+/// which does not expose its status type publicly.
+fn http_status(text: &str) -> Option<u16> {
+    let (_, rest) = text.split_once("status code: ")?;
+    rest.get(..3)?.parse().ok()
 }
 
 /// Removes `.` and `..` components without touching the filesystem.
