@@ -147,15 +147,17 @@ pub fn run_python(py: &str, script: &str, args: &[&str]) -> String {
 }
 
 /// A Python script dumping every version of a table, as delta-rs reads it, to
-/// `<out>/v<N>.parquet`; prints the latest version. Arguments: table path, out dir.
+/// `<out>/v<N>.parquet`; prints the latest version. Arguments: table path or URI, out
+/// dir, and optionally delta-rs `storage_options` as JSON (see [`deltalake_s3_options`]).
 pub const DUMP_ALL_VERSIONS: &str = r#"
-import sys, os
+import sys, os, json
 from deltalake import DeltaTable
 import pyarrow.parquet as pq
 path, out = sys.argv[1], sys.argv[2]
-latest = DeltaTable(path).version()
+opts = json.loads(sys.argv[3]) if len(sys.argv) > 3 else None
+latest = DeltaTable(path, storage_options=opts).version()
 for v in range(latest + 1):
-    t = DeltaTable(path, version=v).to_pyarrow_table()
+    t = DeltaTable(path, version=v, storage_options=opts).to_pyarrow_table()
     pq.write_table(t, os.path.join(out, f"v{v}.parquet"))
 print(latest)
 "#;
@@ -277,4 +279,33 @@ pub fn deltalake_s3_options() -> String {
         "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
     })
     .to_string()
+}
+
+/// Copies every file under a local directory to a table location (any URI Shoal opens),
+/// keeping relative paths: a local table becomes the same table on S3.
+pub async fn upload_dir(local: &std::path::Path, uri: &str) {
+    let store = shoal_format::TableStore::from_uri(uri).expect("table location");
+    let mut stack = vec![local.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let relative = path.strip_prefix(local).expect("under the root");
+            let relative: Vec<String> = relative
+                .iter()
+                .map(|p| p.to_string_lossy().to_string())
+                .collect();
+            let target = store
+                .data_path(&relative.join("/"))
+                .expect("a valid object path");
+            let data = std::fs::read(&path).expect("read file");
+            store
+                .put(&target, bytes::Bytes::from(data))
+                .await
+                .expect("upload");
+        }
+    }
 }

@@ -1,8 +1,38 @@
 //! Conformance: every DAT case and every spark-tables table at every version, against
 //! the expected rows in ../shared/conformance.
 
+use std::path::Path;
+
 use shoal_format::{Error, Table};
-use shoal_tests::{canonical_rows, column_names, read_parquet, require_shared};
+use shoal_tests::{
+    canonical_rows, column_names, read_parquet, require_shared, s3_base, s3_uri, upload_dir,
+};
+
+/// Where the tables are read from: in place on local disk, or copied to the S3 gateway.
+enum Location {
+    Local,
+    S3(String),
+}
+
+impl Location {
+    async fn of(&self, table: &Path) -> String {
+        match self {
+            Location::Local => table.to_str().unwrap().to_string(),
+            Location::S3(base) => {
+                let name = table
+                    .iter()
+                    .rev()
+                    .take(2)
+                    .map(|p| p.to_string_lossy().to_string())
+                    .collect::<Vec<_>>()
+                    .join("-");
+                let uri = s3_uri(base, &name);
+                upload_dir(table, &uri).await;
+                uri
+            }
+        }
+    }
+}
 
 async fn scan(
     table: &str,
@@ -56,10 +86,25 @@ async fn dat_cases_match_expected() {
     let Some(shared) = require_shared("DAT conformance") else {
         return;
     };
+    dat_cases(&shared, Location::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dat_cases_match_expected_on_s3() {
+    let Some(shared) = require_shared("DAT conformance on S3") else {
+        return;
+    };
+    let Some(base) = s3_base("DAT conformance on S3") else {
+        return;
+    };
+    dat_cases(&shared, Location::S3(base)).await;
+}
+
+async fn dat_cases(shared: &Path, location: Location) {
     let dat = shared.join("conformance/dat");
     let mut checked = 0;
     for case in std::fs::read_dir(&dat).unwrap().flatten() {
-        let table = case.path().join("delta");
+        let table = location.of(&case.path().join("delta")).await;
         let expected = case.path().join("expected");
         for v in std::fs::read_dir(&expected).unwrap().flatten() {
             let name = v.file_name().to_string_lossy().to_string();
@@ -69,7 +114,7 @@ async fn dat_cases_match_expected() {
                 Some(name.trim_start_matches('v').parse::<i64>().unwrap())
             };
             let what = format!("{}@{name}", case.file_name().to_string_lossy());
-            let ours = scan(table.to_str().unwrap(), version)
+            let ours = scan(&table, version)
                 .await
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             let exp = read_parquet(&v.path().join("table_content.parquet"));
@@ -79,7 +124,7 @@ async fn dat_cases_match_expected() {
                 &std::fs::read_to_string(v.path().join("table_version_metadata.json")).unwrap(),
             )
             .unwrap();
-            let t = Table::at(table.to_str().unwrap()).unwrap();
+            let t = Table::at(&table).unwrap();
             let snap = match version {
                 Some(v) => t.snapshot_at(v).await.unwrap(),
                 None => t.snapshot().await.unwrap(),
@@ -110,6 +155,21 @@ async fn spark_tables_match_delta_rs_or_refuse_by_feature() {
     let Some(shared) = require_shared("spark-tables conformance") else {
         return;
     };
+    spark_tables(&shared, Location::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_tables_match_delta_rs_or_refuse_by_feature_on_s3() {
+    let Some(shared) = require_shared("spark-tables conformance on S3") else {
+        return;
+    };
+    let Some(base) = s3_base("spark-tables conformance on S3") else {
+        return;
+    };
+    spark_tables(&shared, Location::S3(base)).await;
+}
+
+async fn spark_tables(shared: &Path, location: Location) {
     let root = shared.join("conformance");
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("expected/manifest.json")).unwrap(),
@@ -118,10 +178,10 @@ async fn spark_tables_match_delta_rs_or_refuse_by_feature() {
     let mut report = Vec::new();
     let mut matched = 0;
     for (table, entry) in manifest.as_object().unwrap() {
-        let path = root.join("spark-tables").join(table);
+        let path = location.of(&root.join("spark-tables").join(table)).await;
         let Some(versions) = entry.get("versions").and_then(|v| v.as_object()) else {
             // delta-rs could not open the table at all: we must refuse it too.
-            let r = Table::at(path.to_str().unwrap()).unwrap().snapshot().await;
+            let r = Table::at(&path).unwrap().snapshot().await;
             let err = r.expect_err(&format!("{table}: delta-rs refused it, we read it"));
             report.push(format!("{table}: refused ({err})"));
             continue;
@@ -133,7 +193,7 @@ async fn spark_tables_match_delta_rs_or_refuse_by_feature() {
         versions.sort_by_key(|(v, _)| *v);
         for (v, exp) in versions {
             let what = format!("{table}@v{v}");
-            let ours = scan(path.to_str().unwrap(), Some(v)).await;
+            let ours = scan(&path, Some(v)).await;
             let outcome = match (exp.get("file").and_then(|f| f.as_str()), ours) {
                 (Some(file), Ok(batches)) => {
                     let expected = read_parquet(&root.join("expected").join(file));

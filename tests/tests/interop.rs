@@ -10,15 +10,19 @@ use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArr
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use shoal_format::{SaveMode, SchemaMode, Table};
 use shoal_tests::{
-    canonical_rows, column_names, python, read_parquet, run_python, DUMP_ALL_VERSIONS,
+    canonical_rows, column_names, deltalake_s3_options, python, read_parquet, run_python, s3_base,
+    s3_uri, DUMP_ALL_VERSIONS,
 };
 
 /// Writes a table with delta-rs: partitioned appends, an overwrite, schema evolution.
 const WRITE: &str = r#"
-import sys
+import sys, json
 import pyarrow as pa
-from deltalake import write_deltalake
+from deltalake import write_deltalake as _write
 path = sys.argv[1]
+opts = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
+def write_deltalake(*a, **k):
+    _write(*a, storage_options=opts, **k)
 def batch(i, extra=False):
     cols = {
         "id": pa.array([i * 10 + j for j in range(10)], pa.int64()),
@@ -37,9 +41,9 @@ for i in range(12, 15):
     write_deltalake(path, batch(i, extra=True), mode="append", schema_mode="merge")
 "#;
 
-fn compare_versions(table: &Path, dumps: &Path, latest: i64) {
+fn compare_versions(table: &str, dumps: &Path, latest: i64) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let t = Table::at(table.to_str().unwrap()).unwrap();
+    let t = Table::at(table).unwrap();
     for v in 0..=latest {
         let expected = read_parquet(&dumps.join(format!("v{v}.parquet")));
         let ours = rt.block_on(async {
@@ -102,18 +106,67 @@ fn batch(i: i64, with_note: bool) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
 }
 
+/// Where a test's table lives and how delta-rs reaches it: a local directory, or a
+/// prefix on the S3 gateway with delta-rs `storage_options`.
+struct Place {
+    _dir: tempfile::TempDir,
+    table: String,
+    dumps: std::path::PathBuf,
+    options: Option<String>,
+}
+
+impl Place {
+    fn new(s3: Option<&str>) -> Place {
+        let dir = tempfile::tempdir().unwrap();
+        let dumps = dir.path().join("dumps");
+        std::fs::create_dir_all(&dumps).unwrap();
+        let (table, options) = match s3 {
+            Some(base) => (s3_uri(base, "interop"), Some(deltalake_s3_options())),
+            None => (dir.path().join("t").to_str().unwrap().to_string(), None),
+        };
+        Place {
+            _dir: dir,
+            table,
+            dumps,
+            options,
+        }
+    }
+
+    /// Arguments for a script taking the table, then maybe other arguments, then the
+    /// storage options last.
+    fn args<'a>(&'a self, middle: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![self.table.as_str()];
+        args.extend_from_slice(middle);
+        if let Some(o) = &self.options {
+            args.push(o);
+        }
+        args
+    }
+}
+
 #[test]
 fn delta_rs_reads_every_version_shoal_writes() {
     let Some(py) = python("delta-rs interop") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("t");
-    let dumps = dir.path().join("dumps");
-    std::fs::create_dir_all(&dumps).unwrap();
+    shoal_writes_delta_rs_reads(&py, &Place::new(None));
+}
+
+#[test]
+fn delta_rs_reads_every_version_shoal_writes_on_s3() {
+    let Some(py) = python("delta-rs interop on S3") else {
+        return;
+    };
+    let Some(base) = s3_base("delta-rs interop on S3") else {
+        return;
+    };
+    shoal_writes_delta_rs_reads(&py, &Place::new(Some(&base)));
+}
+
+fn shoal_writes_delta_rs_reads(py: &str, place: &Place) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let t = Table::at(table.to_str().unwrap()).unwrap();
+        let t = Table::at(&place.table).unwrap();
         t.write(vec![batch(0, false)])
             .with_partition_by(&["country"])
             .execute()
@@ -142,12 +195,9 @@ fn delta_rs_reads_every_version_shoal_writes() {
             "automatic checkpoints every 10 commits"
         );
     });
-    run_python(
-        &py,
-        DUMP_ALL_VERSIONS,
-        &[table.to_str().unwrap(), dumps.to_str().unwrap()],
-    );
-    compare_versions(&table, &dumps, 27);
+    let dumps = place.dumps.to_str().unwrap();
+    run_python(py, DUMP_ALL_VERSIONS, &place.args(&[dumps]));
+    compare_versions(&place.table, &place.dumps, 27);
 }
 
 #[test]
@@ -155,30 +205,34 @@ fn shoal_reads_every_version_delta_rs_writes() {
     let Some(py) = python("delta-rs interop") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let table = dir.path().join("t");
-    let dumps = dir.path().join("dumps");
-    std::fs::create_dir_all(&dumps).unwrap();
-    run_python(&py, WRITE, &[table.to_str().unwrap()]);
-    run_python(
-        &py,
-        DUMP_ALL_VERSIONS,
-        &[table.to_str().unwrap(), dumps.to_str().unwrap()],
-    );
-    compare_versions(&table, &dumps, 15);
+    delta_rs_writes_shoal_reads(&py, &Place::new(None));
+}
+
+#[test]
+fn shoal_reads_every_version_delta_rs_writes_on_s3() {
+    let Some(py) = python("delta-rs interop on S3") else {
+        return;
+    };
+    let Some(base) = s3_base("delta-rs interop on S3") else {
+        return;
+    };
+    delta_rs_writes_shoal_reads(&py, &Place::new(Some(&base)));
+}
+
+fn delta_rs_writes_shoal_reads(py: &str, place: &Place) {
+    let dumps = place.dumps.to_str().unwrap();
+    run_python(py, WRITE, &place.args(&[]));
+    run_python(py, DUMP_ALL_VERSIONS, &place.args(&[dumps]));
+    compare_versions(&place.table, &place.dumps, 15);
     // And Shoal can keep writing to it.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let t = Table::at(table.to_str().unwrap()).unwrap();
+        let t = Table::at(&place.table).unwrap();
         let snap = t.snapshot().await.unwrap();
         t.checkpoint().await.unwrap();
         let again = t.snapshot().await.unwrap();
         assert_eq!(again.checkpoint_version(), Some(snap.version()));
         assert_eq!(again.num_files(), snap.num_files());
     });
-    run_python(
-        &py,
-        DUMP_ALL_VERSIONS,
-        &[table.to_str().unwrap(), dumps.to_str().unwrap()],
-    );
+    run_python(py, DUMP_ALL_VERSIONS, &place.args(&[dumps]));
 }
