@@ -23,6 +23,17 @@ use shoal_format::{SaveMode, SchemaMode, Snapshot, Table};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A storage option for the table's store, `key=value` (repeatable), e.g.
+    /// `aws_endpoint_url=http://127.0.0.1:8333`; the `AWS_*` environment applies too.
+    #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE", value_parser = parse_storage_option)]
+    storage_options: Vec<(String, String)>,
+}
+
+fn parse_storage_option(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err("expected KEY=VALUE".to_string()),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -324,6 +335,8 @@ async fn snapshot_of(
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let options: shoal_format::StorageOptions = cli.storage_options.into_iter().collect();
+    let open = |uri: &str| Table::at_with_options(uri, &options);
     match cli.command {
         Command::Write {
             table,
@@ -344,7 +357,7 @@ async fn run(cli: Cli) -> Result<()> {
             if batches.is_empty() {
                 bail!("the input files hold no rows");
             }
-            let t = Table::at(&table)?;
+            let t = open(&table)?;
             let mut w = t
                 .write(batches)
                 .with_mode(match mode {
@@ -398,7 +411,7 @@ async fn run(cli: Cli) -> Result<()> {
             format,
             output,
         } => {
-            let t = Table::at(&table)?;
+            let t = open(&table)?;
             let snap = snapshot_of(&t, version, timestamp.as_deref()).await?;
             let mut scan = t.scan(snap).with_limit(limit);
             if let Some(c) = &columns {
@@ -467,7 +480,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Delete { table, predicate } => {
-            let t = Table::at(&table)?;
+            let t = open(&table)?;
             let r = t.delete().with_predicate(predicate).execute().await?;
             print_row_change(&r, "deleted");
         }
@@ -489,7 +502,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .map(|k| format!("target.`{k}` = source.`{k}`"))
                 .collect::<Vec<_>>()
                 .join(" AND ");
-            let t = Table::at(&table)?;
+            let t = open(&table)?;
             let mut m = t.merge(batches, &condition);
             if let Some(d) = &delete_when {
                 m = m.when_matched_delete(Some(d));
@@ -545,7 +558,7 @@ async fn run(cli: Cli) -> Result<()> {
             full,
             json,
         } => {
-            let t = Table::at(&table)?;
+            let t = open(&table)?;
             let mut o = t.optimize().with_full(full);
             if let Some(cols) = &zorder_by {
                 o = o.with_zorder_by(cols);
@@ -599,7 +612,7 @@ async fn run(cli: Cli) -> Result<()> {
             logs,
             json,
         } => {
-            let t = Table::at(&table)?;
+            let t = open(&table)?;
             let r = t
                 .vacuum()
                 .with_retention_hours(retain)
@@ -656,7 +669,7 @@ async fn run(cli: Cli) -> Result<()> {
             version,
             timestamp,
         } => {
-            let t = Table::at(&table)?;
+            let t = open(&table)?;
             let mut b = t.restore();
             if let Some(v) = version {
                 b = b.with_version(v);
@@ -682,7 +695,7 @@ async fn run(cli: Cli) -> Result<()> {
             assignments,
             predicate,
         } => {
-            let t = Table::at(&table)?;
+            let t = open(&table)?;
             let mut u = t.update();
             for a in assignments {
                 u = u.with_assignment(a);
@@ -694,7 +707,7 @@ async fn run(cli: Cli) -> Result<()> {
             print_row_change(&r, "updated");
         }
         Command::History { table, limit, json } => {
-            let t = Table::at(&table)?;
+            let t = open(&table)?;
             let entries = t.history(limit).await?;
             if json {
                 for e in entries {
@@ -740,7 +753,7 @@ async fn run(cli: Cli) -> Result<()> {
             timestamp,
             json,
         } => {
-            let t = Table::at(&table)?;
+            let t = open(&table)?;
             let snap = snapshot_of(&t, version, timestamp.as_deref()).await?;
             let (bytes, rows) = snap.totals();
             let mut props: Vec<(String, String)> = snap
@@ -825,7 +838,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Checkpoint { table } => {
-            let t = Table::at(&table)?;
+            let t = open(&table)?;
             let cp = t.checkpoint().await?;
             println!(
                 "checkpoint written at version {} ({} actions, {} bytes)",
