@@ -402,7 +402,7 @@ impl FileScan {
 }
 
 /// Drives `stream` in a task of its own, up to `capacity` batches ahead of the reader.
-fn spawn_ahead(mut stream: BatchStream, capacity: usize) -> BatchStream {
+pub(crate) fn spawn_ahead(mut stream: BatchStream, capacity: usize) -> BatchStream {
     let (mut tx, rx) = futures::channel::mpsc::channel::<Result<RecordBatch>>(capacity);
     tokio::spawn(async move {
         use futures::SinkExt;
@@ -443,8 +443,15 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
     let num_rows_hint = crate::protocol::stats::num_records(add.stats.as_deref());
     let mut file_stream: Option<BoxStream<'static, Result<RecordBatch>>> = None;
     if !data_columns.is_empty() || num_rows_hint.is_none() {
-        let reader = StoreFileReader::new(&store, &location, add.size);
-        let mut builder = match ParquetRecordBatchStreamBuilder::new(reader).await {
+        let file = StoreFileReader::new(&store, &location, add.size);
+        let file = match file.preload_if_small().await {
+            Ok(f) => f,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::MissingDataFile { path: relative })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut builder = match ParquetRecordBatchStreamBuilder::new(file.share()).await {
             Ok(b) => b,
             Err(e) => {
                 if store.head(&location).await?.is_none() {
@@ -476,9 +483,9 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
                     .collect::<Vec<_>>(),
             );
             options = ArrowReaderOptions::new().with_schema(Arc::new(hinted));
-            let reader = StoreFileReader::new(&store, &location, add.size);
             builder =
-                ParquetRecordBatchStreamBuilder::new_with_options(reader, options.clone()).await?;
+                ParquetRecordBatchStreamBuilder::new_with_options(file.share(), options.clone())
+                    .await?;
         }
         let file_schema = builder.schema().clone();
         let mut row_groups: Vec<usize> = (0..builder.metadata().num_row_groups()).collect();
@@ -517,9 +524,8 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
         let mut streams: Vec<BatchStream> = Vec::with_capacity(slices.len());
         let n_slices = slices.len();
         for (k, slice) in slices.into_iter().enumerate() {
-            let reader = StoreFileReader::new(&store, &location, add.size);
             let mut b =
-                ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone())
+                ParquetRecordBatchStreamBuilder::new_with_metadata(file.share(), metadata.clone())
                     .with_row_groups(slice)
                     .with_projection(mask.clone())
                     .with_batch_size(batch_size);
@@ -780,7 +786,14 @@ pub(crate) struct StoreFileReader {
     store: std::sync::Arc<dyn object_store::ObjectStore>,
     location: object_store::path::Path,
     size: u64,
+    /// The whole file, read up front (small files): ranges are served from memory.
+    whole: Option<bytes::Bytes>,
 }
+
+/// Files up to this size are read with one GET instead of a footer read plus column
+/// chunk reads: for the small files streaming writers leave, opening costs more than
+/// decoding, and one request (one open on local disk) beats three.
+const WHOLE_FILE_READ: u64 = 2 * 1024 * 1024;
 
 impl StoreFileReader {
     pub(crate) fn new(store: &TableStore, location: &object_store::path::Path, size: i64) -> Self {
@@ -788,7 +801,41 @@ impl StoreFileReader {
             store: store.object_store(),
             location: location.clone(),
             size: size.max(0) as u64,
+            whole: None,
         }
+    }
+
+    /// Reads the whole file now when it is small (see [`WHOLE_FILE_READ`]).
+    pub(crate) async fn preload_if_small(mut self) -> object_store::Result<Self> {
+        if self.size > 0 && self.size <= WHOLE_FILE_READ {
+            let bytes = self.store.get(&self.location).await?.bytes().await?;
+            self.size = bytes.len() as u64;
+            self.whole = Some(bytes);
+        }
+        Ok(self)
+    }
+
+    /// Another reader of the same file, sharing the preloaded bytes.
+    pub(crate) fn share(&self) -> Self {
+        StoreFileReader {
+            store: self.store.clone(),
+            location: self.location.clone(),
+            size: self.size,
+            whole: self.whole.clone(),
+        }
+    }
+
+    fn slice(
+        whole: &bytes::Bytes,
+        range: std::ops::Range<u64>,
+    ) -> parquet::errors::Result<bytes::Bytes> {
+        if range.start > range.end || range.end > whole.len() as u64 {
+            return Err(parquet::errors::ParquetError::EOF(format!(
+                "range {range:?} is outside the file ({} bytes)",
+                whole.len()
+            )));
+        }
+        Ok(whole.slice(range.start as usize..range.end as usize))
     }
 }
 
@@ -802,6 +849,9 @@ impl AsyncFileReader for StoreFileReader {
         range: std::ops::Range<u64>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
         Box::pin(async move {
+            if let Some(whole) = &self.whole {
+                return Self::slice(whole, range);
+            }
             self.store
                 .get_range(&self.location, range)
                 .await
@@ -814,6 +864,9 @@ impl AsyncFileReader for StoreFileReader {
         ranges: Vec<std::ops::Range<u64>>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
         Box::pin(async move {
+            if let Some(whole) = &self.whole {
+                return ranges.into_iter().map(|r| Self::slice(whole, r)).collect();
+            }
             self.store
                 .get_ranges(&self.location, &ranges)
                 .await

@@ -610,10 +610,15 @@ fn no_data_change(mut adds: Vec<Add>, tag: Option<&str>) -> Vec<Add> {
 async fn compact_bin(snapshot: &Snapshot, bin: &Bin, options: &WriterOptions) -> Result<Vec<Add>> {
     let mut writer = DataWriter::for_snapshot(snapshot, options.clone())?;
     let copied = async {
-        let mut stream = ScanBuilder::new(snapshot.clone())
-            .with_files(bin.files.clone())
-            .with_batch_size(64 * 1024)
-            .execute()?;
+        // The scan runs ahead in a task of its own, so that files keep decoding while
+        // the writer encodes (bounded: a few batches).
+        let mut stream = crate::scan::spawn_ahead(
+            ScanBuilder::new(snapshot.clone())
+                .with_files(bin.files.clone())
+                .with_batch_size(64 * 1024)
+                .execute()?,
+            64,
+        );
         while let Some(batch) = stream.try_next().await? {
             writer.write(&batch).await?;
         }

@@ -186,6 +186,17 @@ impl OpenFile {
     }
 }
 
+/// The cores this process may use. Asked once: `available_parallelism` reads the
+/// cgroup files on every call, which showed up when a writer takes many small batches.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
 /// One unit of encoding work: a top-level column of one row group with its leaf
 /// writers, or the statistics of all the row groups.
 enum Task {
@@ -472,9 +483,7 @@ impl DataWriter {
         if self.options.encode_threads > 0 {
             self.options.encode_threads
         } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            cores()
         }
     }
 
