@@ -200,10 +200,14 @@ impl Rng {
     }
 }
 
-/// The path of a workspace binary, built first (quietly, in the profile these tests
-/// were built in) so it is never stale, also under `cargo test -p shoal-tests`.
+/// The path of a workspace binary, built first so it is never stale, also under
+/// `cargo test -p shoal-tests`. The build is `cargo test --workspace --no-run` (in the
+/// profile these tests were built in): the same command, so the same feature
+/// unification, as the README's `cargo test --workspace` — under that command it only
+/// checks fingerprints, where `cargo build -p <package>` would resolve other features
+/// and recompile half the dependency graph.
 pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>
     let profile_dir = exe
@@ -212,22 +216,27 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
         .expect("target profile directory")
         .to_path_buf();
     let release = profile_dir.file_name().and_then(|n| n.to_str()) == Some("release");
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.iter().any(|b| b == bin) {
+    BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-q", "-p", package, "--bin", bin]);
+        cmd.args(["test", "-q", "--workspace", "--no-run"]);
         if release {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("run cargo build");
+        let out = cmd.output().expect("run cargo test --no-run");
         assert!(
-            status.success(),
-            "cargo build -p {package} --bin {bin} failed"
+            out.status.success(),
+            "building the workspace binaries failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        built.push(bin.to_string());
-    }
-    profile_dir.join(bin)
+    });
+    let path = profile_dir.join(bin);
+    assert!(
+        path.exists(),
+        "{} is missing after building the workspace (package {package})",
+        path.display()
+    );
+    path
 }
 
 /// The S3 gateway the tests run against (`tests/scripts/s3-gateway.sh`, started by
