@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use shoal_format::ops::optimize::{parse_size, CompactionTrigger};
+use shoal_format::storage::RedactedOptions;
 
 /// A configuration error: which key, and why.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,9 @@ pub struct ServiceConfig {
     pub log_format: LogFormat,
     /// Name written into leases (default: host, pid and a random suffix).
     pub owner: Option<String>,
+    /// Options for the object store of every table and of the warehouse (S3 endpoint,
+    /// credentials, …; over the `AWS_*` environment). `{:?}` shows the keys only.
+    pub storage_options: RedactedOptions,
 }
 
 impl Default for ServiceConfig {
@@ -73,6 +77,7 @@ impl Default for ServiceConfig {
             listen: None,
             log_format: LogFormat::Text,
             owner: None,
+            storage_options: RedactedOptions::default(),
         }
     }
 }
@@ -467,6 +472,26 @@ mod tests {
         let other = config.policy_for("/data/other", &props).unwrap();
         assert_eq!(other.zorder_by, vec!["a"]);
         assert_eq!(other.max_bytes_per_run, Policy::default().max_bytes_per_run);
+    }
+
+    #[test]
+    fn storage_options_under_service() {
+        let config = Config::parse(
+            r#"
+            [service]
+            warehouse = "s3://bucket/wh"
+            [service.storage_options]
+            aws_endpoint_url = "http://127.0.0.1:8333"
+            aws_allow_http = true
+            aws_secret_access_key = "SUPERSECRET"
+            "#,
+        )
+        .unwrap();
+        let o = config.service.storage_options.options();
+        assert_eq!(o["aws_allow_http"], "true");
+        assert_eq!(o["aws_endpoint_url"], "http://127.0.0.1:8333");
+        assert!(!format!("{config:?}").contains("SUPERSECRET"));
+        assert!(Config::parse("[service]\nstorage_option = {}").is_err());
     }
 
     #[test]

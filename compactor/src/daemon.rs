@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use futures::StreamExt;
 use object_store::path::Path;
-use shoal_format::TableStore;
+use shoal_format::{StorageOptions, TableStore};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -18,43 +19,57 @@ use crate::CompactorError;
 
 /// The tables under a warehouse root: every folder with a `_delta_log/`, at the top
 /// level or one namespace level down (`<root>/<table>` or `<root>/<ns>/<table>`).
-pub async fn discover(warehouse: &str) -> Result<Vec<String>, CompactorError> {
-    let store = TableStore::from_uri(warehouse)?;
+/// One delimited listing of the root (and of each non-table folder), and per folder the
+/// first page of its `_delta_log/` listing: on S3 one request each, however large the
+/// table.
+pub async fn discover(
+    warehouse: &str,
+    options: &StorageOptions,
+) -> Result<Vec<String>, CompactorError> {
+    let store = TableStore::from_uri_with_options(warehouse, options)?;
     let base = warehouse.trim_end_matches('/');
-    let mut found = BTreeSet::new();
-    let (_, top) = store.list_dir(store.root()).await?;
-    let is_table = |dirs: &[Path]| {
-        dirs.iter()
-            .any(|d| d.filename().is_some_and(|n| n == "_delta_log"))
+    let visible = |dir: &Path| {
+        dir.filename()
+            .filter(|n| !n.starts_with('.') && !n.starts_with('_'))
+            .map(str::to_string)
     };
-    let children = join_all(top.iter().map(|d| store.list_dir(d))).await;
-    for (dir, listed) in top.iter().zip(children) {
-        let Some(name) = dir.filename().map(str::to_string) else {
-            continue;
-        };
-        if name.starts_with('.') || name.starts_with('_') {
-            continue;
-        }
-        let (_, subdirs) = listed?;
-        if is_table(&subdirs) {
+    let (_, top) = store.list_dir(store.root()).await?;
+    let top: Vec<(String, Path)> = top
+        .into_iter()
+        .filter_map(|d| Some((visible(&d)?, d)))
+        .collect();
+    let probes = join_all(top.iter().map(|(_, d)| is_table(&store, d))).await;
+    let mut found = BTreeSet::new();
+    let mut namespaces = Vec::new();
+    for ((name, dir), probe) in top.into_iter().zip(probes) {
+        if probe? {
             found.insert(format!("{base}/{name}"));
-            continue;
+        } else {
+            namespaces.push((name, dir));
         }
-        let nested = join_all(subdirs.iter().map(|d| store.list_dir(d))).await;
-        for (sub, listed) in subdirs.iter().zip(nested) {
-            let Some(child) = sub.filename() else {
-                continue;
-            };
-            if child.starts_with('.') || child.starts_with('_') {
-                continue;
-            }
-            let (_, dirs) = listed?;
-            if is_table(&dirs) {
-                found.insert(format!("{base}/{name}/{child}"));
+    }
+    let listed = join_all(namespaces.iter().map(|(_, d)| store.list_dir(d))).await;
+    for ((ns, _), listed) in namespaces.iter().zip(listed) {
+        let (_, subdirs) = listed?;
+        let children: Vec<(String, Path)> = subdirs
+            .into_iter()
+            .filter_map(|d| Some((visible(&d)?, d)))
+            .collect();
+        let probes = join_all(children.iter().map(|(_, d)| is_table(&store, d))).await;
+        for ((child, _), probe) in children.iter().zip(probes) {
+            if probe? {
+                found.insert(format!("{base}/{ns}/{child}"));
             }
         }
     }
     Ok(found.into_iter().collect())
+}
+
+/// Whether `dir` holds a table: anything under its `_delta_log/` (the first listing
+/// page only).
+async fn is_table(store: &TableStore, dir: &Path) -> Result<bool, CompactorError> {
+    let log = dir.clone().join("_delta_log");
+    Ok(store.list_stream(&log).next().await.transpose()?.is_some())
 }
 
 /// The tables to watch now: the listed ones plus the discovered ones.
@@ -66,7 +81,7 @@ pub async fn tables_to_watch(runner: &Runner) -> Vec<String> {
         .map(|t| t.uri.trim_end_matches('/').to_string())
         .collect();
     if let Some(w) = &runner.config.service.warehouse {
-        match discover(w).await {
+        match discover(w, runner.config.service.storage_options.options()).await {
             Ok(found) => tables.extend(found),
             Err(e) => warn!(warehouse = %w, error = %e, "table discovery failed"),
         }
@@ -238,7 +253,7 @@ mod tests {
             std::fs::write(log.join("00000000000000000000.json"), "{}").unwrap();
         }
         let root = dir.path().to_str().unwrap();
-        let found = discover(root).await.unwrap();
+        let found = discover(root, &StorageOptions::new()).await.unwrap();
         assert_eq!(
             found,
             vec![

@@ -9,6 +9,7 @@ use shoal_compactor::config::{Config, LogFormat, TableEntry};
 use shoal_compactor::daemon::{run_daemon, run_once, tables_to_watch};
 use shoal_compactor::metrics::Metrics;
 use shoal_compactor::{default_owner, Runner};
+use shoal_format::storage::parse_storage_option;
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -31,6 +32,11 @@ struct Args {
     /// Watch every table under this root (default when nothing else is given: ./warehouse).
     #[arg(long)]
     warehouse: Option<String>,
+    /// An option for the object store of every table, `key=value` (repeatable), e.g.
+    /// `aws_endpoint_url=http://127.0.0.1:8333`; over `[service.storage_options]` and
+    /// the `AWS_*` environment.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_storage_option)]
+    storage_options: Vec<(String, String)>,
     /// Serve /metrics and /healthz here.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -95,6 +101,8 @@ fn load_config(args: &Args) -> Result<Config> {
     if let Some(o) = &args.owner {
         s.owner = Some(o.clone());
     }
+    s.storage_options
+        .extend(args.storage_options.iter().cloned());
     let d = &mut config.defaults;
     if let Some(n) = args.min_small_files {
         d.min_small_files = Some(n);

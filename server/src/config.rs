@@ -2,8 +2,14 @@
 //! merges those, flags winning), resolved into a [`ServerConfig`].
 //!
 //! ```toml
-//! warehouse = "./warehouse"
+//! warehouse = "s3://bucket/warehouse"   # or a local path
 //! listen = "0.0.0.0:8080"
+//!
+//! # Options for the warehouse's object store (over the AWS_* environment); values are
+//! # never logged. See spec/PROTOCOL.md §8 for the keys.
+//! [storage_options]
+//! aws_endpoint_url = "http://127.0.0.1:8333"
+//! aws_region = "us-east-1"
 //!
 //! [limits]
 //! max_body_bytes = 67108864
@@ -23,6 +29,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use shoal_format::storage::RedactedOptions;
 
 use crate::auth::{parse_token_hash, Level, TokenEntry};
 
@@ -56,8 +64,11 @@ impl Default for Limits {
 /// The resolved configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Root URI (local path for now) holding tables by name.
+    /// Root URI holding tables by name: a local path, `file://…` or `s3://bucket/prefix`.
     pub warehouse: String,
+    /// Options for the warehouse's store (`[storage_options]`, then `--storage-option`
+    /// flags over them); shown by `{:?}` as keys only.
+    pub storage_options: RedactedOptions,
     pub listen: SocketAddr,
     /// Allow a non-loopback listen address without tokens.
     pub insecure: bool,
@@ -69,6 +80,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             warehouse: "./warehouse".into(),
+            storage_options: RedactedOptions::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             insecure: false,
             limits: Limits::default(),
@@ -102,6 +114,8 @@ struct FileConfig {
     listen: Option<String>,
     insecure: Option<bool>,
     #[serde(default)]
+    storage_options: RedactedOptions,
+    #[serde(default)]
     limits: FileLimits,
     #[serde(default)]
     tokens: Vec<FileToken>,
@@ -130,6 +144,8 @@ struct FileToken {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub warehouse: Option<String>,
+    /// `--storage-option key=value` pairs, over the file's `[storage_options]`.
+    pub storage_options: Vec<(String, String)>,
     pub listen: Option<String>,
     pub insecure: Option<bool>,
     pub max_body_bytes: Option<usize>,
@@ -209,7 +225,10 @@ impl ServerConfig {
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
+        let mut storage_options = file.storage_options;
+        storage_options.extend(o.storage_options.iter().cloned());
         let cfg = ServerConfig {
+            storage_options,
             warehouse: o
                 .warehouse
                 .clone()
@@ -259,6 +278,28 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, 1000);
         assert_eq!(c.tokens.len(), 1);
         assert_eq!(c.tokens[0].grants.len(), 2);
+    }
+
+    #[test]
+    fn storage_options_from_file_then_flags_never_shown() {
+        let text = r#"
+            warehouse = "s3://bucket/wh"
+            [storage_options]
+            aws_endpoint_url = "http://127.0.0.1:8333"
+            aws_allow_http = true
+            aws_secret_access_key = "FILESECRET"
+        "#;
+        let o = Overrides {
+            storage_options: vec![("aws_secret_access_key".into(), "FLAGSECRET".into())],
+            ..Default::default()
+        };
+        let c = ServerConfig::from_toml(text, "x.toml", &o).unwrap();
+        let opts = c.storage_options.options();
+        assert_eq!(opts["aws_allow_http"], "true");
+        assert_eq!(opts["aws_secret_access_key"], "FLAGSECRET", "flags win");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("aws_secret_access_key"), "{shown}");
     }
 
     #[test]

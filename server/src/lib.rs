@@ -63,7 +63,10 @@ struct Inner {
 impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         AppState(Arc::new(Inner {
-            warehouse: Warehouse::new(config.warehouse.clone()),
+            warehouse: Warehouse::with_options(
+                config.warehouse.clone(),
+                config.storage_options.options().clone(),
+            ),
             auth: Auth::new(config.tokens.clone()),
             metrics: Arc::new(Metrics::default()),
             groups: Groups::default(),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use shoal_format::storage::parse_storage_option;
 use shoal_server::config::{Overrides, ServerConfig};
 use shoal_server::{serve, AppState};
 
@@ -16,6 +17,11 @@ struct Args {
     /// Warehouse root holding tables by name [default: ./warehouse].
     #[arg(long, env = "SHOAL_WAREHOUSE")]
     warehouse: Option<String>,
+    /// An option for the warehouse's object store, `key=value` (repeatable), e.g.
+    /// `aws_endpoint_url=http://127.0.0.1:8333`; over the config's `[storage_options]`
+    /// and the `AWS_*` environment.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_storage_option)]
+    storage_options: Vec<(String, String)>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "SHOAL_LISTEN")]
     listen: Option<String>,
@@ -68,6 +74,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let overrides = Overrides {
         warehouse: args.warehouse,
+        storage_options: args.storage_options,
         listen: args.listen,
         insecure: args.insecure.then_some(true),
         max_body_bytes: args.max_body_bytes,
@@ -83,6 +90,7 @@ async fn main() -> Result<()> {
     tracing::info!(
         listen = %listen,
         warehouse = %config.warehouse,
+        storage_options = ?config.storage_options,
         auth = !config.tokens.is_empty(),
         "shoal-server ready"
     );

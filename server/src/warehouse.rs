@@ -2,7 +2,11 @@
 //! Every path the server touches is built here from a validated name, so nothing a
 //! client sends can address a location outside the warehouse.
 
-use shoal_format::{Table, TableStore};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::{StreamExt, TryStreamExt};
+use shoal_format::{StorageOptions, Table, TableStore};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -38,14 +42,40 @@ pub fn namespace(name: &str) -> Option<&str> {
     name.split_once('.').map(|(ns, _)| ns)
 }
 
-/// Tables under one root URI.
-#[derive(Debug, Clone)]
+/// Tables under one root URI, opened with the warehouse's storage options (S3
+/// credentials, endpoint, …; the `AWS_*` environment applies under them).
+#[derive(Clone)]
 pub struct Warehouse {
     root: String,
+    options: Arc<StorageOptions>,
+    /// Handles on opened tables: one object-store client (and its connection pool) per
+    /// table instead of one per request. Holds locations only, never table state.
+    handles: Arc<Mutex<HashMap<String, Table>>>,
 }
 
+impl std::fmt::Debug for Warehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the options: they may hold credentials.
+        f.debug_struct("Warehouse")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most table handles kept; past it the cache starts over (handles are cheap to make).
+const MAX_HANDLES: usize = 4096;
+
+/// Tables probed at once when listing the warehouse.
+const LIST_CONCURRENCY: usize = 16;
+
 impl Warehouse {
+    /// A warehouse on the `AWS_*` environment alone (or local disk).
     pub fn new(root: impl Into<String>) -> Self {
+        Self::with_options(root, StorageOptions::new())
+    }
+
+    /// A warehouse whose stores are opened with explicit storage options.
+    pub fn with_options(root: impl Into<String>, options: StorageOptions) -> Self {
         let root: String = root.into();
         let trimmed = root.trim_end_matches('/');
         Warehouse {
@@ -54,6 +84,8 @@ impl Warehouse {
             } else {
                 trimmed.to_string()
             },
+            options: Arc::new(options),
+            handles: Arc::default(),
         }
     }
 
@@ -69,12 +101,28 @@ impl Warehouse {
     /// A handle on a table by a validated name.
     pub fn table(&self, name: &str) -> ApiResult<Table> {
         validate_name(name)?;
-        Ok(Table::at(&self.table_uri(name))?)
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = handles.get(name) {
+            return Ok(t.clone());
+        }
+        let table = Table::at_with_options(&self.table_uri(name), &self.options)?;
+        if handles.len() >= MAX_HANDLES {
+            handles.clear();
+        }
+        handles.insert(name.to_string(), table.clone());
+        Ok(table)
+    }
+
+    fn root_store(&self) -> ApiResult<TableStore> {
+        Ok(TableStore::from_uri_with_options(
+            &self.root,
+            &self.options,
+        )?)
     }
 
     /// Makes sure the warehouse root exists (local disk) and can be listed.
     pub async fn check(&self) -> ApiResult<()> {
-        let store = TableStore::from_uri(&self.root)?;
+        let store = self.root_store()?;
         if store.is_local() {
             let path = self
                 .root
@@ -90,24 +138,30 @@ impl Warehouse {
     }
 
     /// The names of the tables in the warehouse (directories holding `_delta_log/`),
-    /// sorted. The only directory listing of the warehouse.
+    /// sorted: one delimited listing of the root, then per directory the first page of
+    /// its `_delta_log/` listing (on S3 one request each, however long the log).
     pub async fn list(&self) -> ApiResult<Vec<String>> {
-        let store = TableStore::from_uri(&self.root)?;
+        let store = self.root_store()?;
         let (_, dirs) = store.list_dir(store.root()).await?;
-        let mut names = Vec::new();
-        for dir in dirs {
-            let Some(name) = dir.filename().map(str::to_string) else {
-                continue;
-            };
-            if validate_name(&name).is_err() {
-                continue;
+        let candidates: Vec<_> = dirs
+            .into_iter()
+            .filter_map(|dir| {
+                let name = dir.filename()?.to_string();
+                validate_name(&name).ok()?;
+                Some((name, dir.join("_delta_log")))
+            })
+            .collect();
+        let probes = futures::stream::iter(candidates.into_iter().map(|(name, log)| {
+            let store = store.clone();
+            async move {
+                let first = store.list_stream(&log).next().await.transpose()?;
+                Ok::<_, shoal_format::Error>(first.map(|_| name))
             }
-            let log = dir.clone().join("_delta_log");
-            let (objects, _) = store.list_dir(&log).await?;
-            if !objects.is_empty() {
-                names.push(name);
-            }
-        }
+        }))
+        .buffer_unordered(LIST_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+        let mut names: Vec<String> = probes.into_iter().flatten().collect();
         names.sort();
         Ok(names)
     }
@@ -134,6 +188,10 @@ impl Warehouse {
             let path = path.strip_prefix("file://").unwrap_or(&path).to_string();
             let _ = tokio::fs::remove_dir_all(&path).await;
         }
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         Ok(objects.len())
     }
 }

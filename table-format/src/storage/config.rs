@@ -20,6 +20,69 @@ use crate::error::{Error, Result};
 /// keys below. Values are never printed: errors name the key only.
 pub type StorageOptions = HashMap<String, String>;
 
+/// Storage options as services hold them in their configuration: deserialized from a
+/// table of `key = value` (strings, booleans or numbers, as TOML writes them), and
+/// printed with `{:?}` as keys only, so a logged config never shows a credential.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedactedOptions(pub StorageOptions);
+
+impl RedactedOptions {
+    /// The options themselves, to open stores with.
+    pub fn options(&self) -> &StorageOptions {
+        &self.0
+    }
+
+    /// Adds `key=value` pairs over the present ones (command-line flags over a file).
+    pub fn extend(&mut self, pairs: impl IntoIterator<Item = (String, String)>) {
+        self.0.extend(pairs);
+    }
+}
+
+impl std::fmt::Debug for RedactedOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut keys: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        f.debug_map()
+            .entries(keys.into_iter().map(|k| (k, "<redacted>")))
+            .finish()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RedactedOptions {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            Text(String),
+            Flag(bool),
+            Int(i64),
+            Float(f64),
+        }
+        let raw = HashMap::<String, Scalar>::deserialize(d)?;
+        Ok(RedactedOptions(
+            raw.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Scalar::Text(s) => s,
+                        Scalar::Flag(b) => b.to_string(),
+                        Scalar::Int(i) => i.to_string(),
+                        Scalar::Float(x) => x.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// Parses one `--storage-option KEY=VALUE` flag (for binaries' argument parsers).
+pub fn parse_storage_option(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err("expected KEY=VALUE".to_string()),
+    }
+}
+
 /// Opt into a store that cannot create a file only if it is absent: commits then
 /// check-then-write, which is only safe with a single writer.
 pub const OPT_UNSAFE_SINGLE_WRITER: &str = "shoal_unsafe_single_writer";
@@ -227,6 +290,24 @@ mod tests {
         assert!(parse_duration("u", "k", "soon").is_err());
         assert!(parse_bool("u", "k", "TRUE").unwrap());
         assert!(parse_bool("u", "k", "maybe").is_err());
+    }
+
+    #[test]
+    fn redacted_options_hide_values() {
+        let mut o = RedactedOptions::default();
+        o.extend([(
+            "aws_secret_access_key".to_string(),
+            "SUPERSECRET".to_string(),
+        )]);
+        let shown = format!("{o:?}");
+        assert!(shown.contains("aws_secret_access_key"), "{shown}");
+        assert!(!shown.contains("SUPERSECRET"), "{shown}");
+        assert_eq!(
+            parse_storage_option("a=b=c").unwrap(),
+            ("a".into(), "b=c".into())
+        );
+        assert!(parse_storage_option("=x").is_err());
+        assert!(parse_storage_option("novalue").is_err());
     }
 
     #[test]

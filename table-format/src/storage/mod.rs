@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 
 use config::ShoalOptions;
 pub use config::{
-    StorageOptions, OPT_MAX_RETRIES, OPT_MULTIPART_THRESHOLD, OPT_RETRY_TIMEOUT,
-    OPT_UNSAFE_SINGLE_WRITER,
+    parse_storage_option, RedactedOptions, StorageOptions, OPT_MAX_RETRIES,
+    OPT_MULTIPART_THRESHOLD, OPT_RETRY_TIMEOUT, OPT_UNSAFE_SINGLE_WRITER,
 };
 
 /// Where a table lives: a store and the table's root prefix inside it.
