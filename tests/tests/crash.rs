@@ -58,14 +58,18 @@ async fn kill_writers(uri: &str, rounds: i64, seed: u64) -> (usize, usize) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let typical = started.elapsed().as_millis().max(5) as u64;
+    // The first write also creates the table: later ones are faster, so the estimate
+    // follows the writes that complete.
+    let mut typical = started.elapsed().as_millis().max(5) as u64;
     let t = Table::at(uri).unwrap();
     let mut rng = Rng::new(seed);
     let mut acked = vec![0i64];
     let (mut killed, mut landed_unacked) = (0, 0);
     for write in 1..=rounds {
         let mut child = run(write);
-        let delay = typical / 2 + rng.below(typical);
+        let spawned = Instant::now();
+        // Anywhere from the start to about the end of a typical write.
+        let delay = 1 + rng.below(typical);
         let deadline = Instant::now() + Duration::from_millis(delay);
         let mut status = None;
         while Instant::now() < deadline {
@@ -77,6 +81,7 @@ async fn kill_writers(uri: &str, rounds: i64, seed: u64) -> (usize, usize) {
         }
         match status {
             Some(s) => {
+                typical = (typical + spawned.elapsed().as_millis().max(5) as u64) / 2;
                 let out = child.wait_with_output().unwrap();
                 assert!(s.success(), "{}", String::from_utf8_lossy(&out.stderr));
                 acked.push(write);
