@@ -200,14 +200,12 @@ impl Rng {
     }
 }
 
-/// The path of a workspace binary, built first so it is never stale, also under
-/// `cargo test -p shoal-tests`. The build is `cargo test --workspace --no-run` (in the
-/// profile these tests were built in): the same command, so the same feature
-/// unification, as the README's `cargo test --workspace` — under that command it only
-/// checks fingerprints, where `cargo build -p <package>` would resolve other features
-/// and recompile half the dependency graph.
+/// The path of a workspace binary, never stale. `cargo test --workspace` (the README's
+/// command) builds it fresh (its package has an integration test), so when it is newer
+/// than every source file of the workspace it is used as is; otherwise (`cargo test -p
+/// shoal-tests` after an edit) it is built first.
 pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>
     let profile_dir = exe
@@ -216,27 +214,50 @@ pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
         .expect("target profile directory")
         .to_path_buf();
     let release = profile_dir.file_name().and_then(|n| n.to_str()) == Some("release");
-    BUILT.get_or_init(|| {
+    let path = profile_dir.join(bin);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|b| b == bin) {
+        return path;
+    }
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let bin_time = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let fresh = bin_time.is_some_and(|t| {
+        ["table-format", "compactor", "cli", "server"]
+            .iter()
+            .all(|d| newest_mtime(&workspace.join(d).join("src")).is_none_or(|s| s <= t))
+            && newest_mtime(&workspace.join("Cargo.lock")).is_none_or(|s| s <= t)
+    });
+    if !fresh {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["test", "-q", "--workspace", "--no-run"]);
+        cmd.args(["build", "-q", "-p", package, "--bin", bin]);
         if release {
             cmd.arg("--release");
         }
-        let out = cmd.output().expect("run cargo test --no-run");
+        let status = cmd.status().expect("run cargo build");
         assert!(
-            out.status.success(),
-            "building the workspace binaries failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            status.success(),
+            "cargo build -p {package} --bin {bin} failed"
         );
-    });
-    let path = profile_dir.join(bin);
-    assert!(
-        path.exists(),
-        "{} is missing after building the workspace (package {package})",
-        path.display()
-    );
+    }
+    built.push(bin.to_string());
     path
+}
+
+/// The newest modification time of a file or of any file under a directory.
+fn newest_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
 }
 
 /// The S3 gateway the tests run against (`tests/scripts/s3-gateway.sh`, started by
