@@ -10,7 +10,8 @@ use crate::storage::TableStore;
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {
     pub version: i64,
-    /// The commit timestamp (in-commit timestamp, else `commitInfo.timestamp`, else file time).
+    /// The commit timestamp: the in-commit timestamp, else the commit file's
+    /// modification time made strictly increasing (what timestamp time travel uses).
     pub timestamp: i64,
     pub commit_info: CommitInfo,
 }
@@ -27,6 +28,20 @@ pub async fn history(store: &TableStore, limit: Option<usize>) -> Result<Vec<His
         .collect();
     if commits.is_empty() {
         return Err(crate::Error::TableNotFound(store.uri().to_string()));
+    }
+    // Without in-commit timestamps a commit's time is its file's modification time,
+    // made strictly increasing (as Delta defines it and as timestamp time travel reads
+    // it): a timestamp shown here then travels back to exactly its version.
+    let mut file_times = std::collections::HashMap::with_capacity(commits.len());
+    let mut prev = i64::MIN;
+    for (v, f) in &commits {
+        let t = if prev == i64::MIN {
+            f.modified_ms
+        } else {
+            f.modified_ms.max(prev + 1)
+        };
+        prev = t;
+        file_times.insert(*v, t);
     }
     commits.reverse();
     if let Some(l) = limit {
@@ -45,7 +60,7 @@ pub async fn history(store: &TableStore, limit: Option<usize>) -> Result<Vec<His
                 .unwrap_or_default();
             let timestamp = commit_info
                 .in_commit_timestamp()
-                .or(commit_info.timestamp())
+                .or_else(|| file_times.get(&version).copied())
                 .unwrap_or(file.modified_ms);
             HistoryEntry {
                 version,
