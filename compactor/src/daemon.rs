@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use futures::StreamExt;
 use object_store::path::Path;
 use shoal_format::{StorageOptions, TableStore};
 use tokio::sync::{watch, Semaphore};
@@ -38,7 +37,7 @@ pub async fn discover(
         .into_iter()
         .filter_map(|d| Some((visible(&d)?, d)))
         .collect();
-    let probes = join_all(top.iter().map(|(_, d)| is_table(&store, d))).await;
+    let probes = join_all(top.iter().map(|(_, d)| store.holds_table(d))).await;
     let mut found = BTreeSet::new();
     let mut namespaces = Vec::new();
     for ((name, dir), probe) in top.into_iter().zip(probes) {
@@ -55,7 +54,7 @@ pub async fn discover(
             .into_iter()
             .filter_map(|d| Some((visible(&d)?, d)))
             .collect();
-        let probes = join_all(children.iter().map(|(_, d)| is_table(&store, d))).await;
+        let probes = join_all(children.iter().map(|(_, d)| store.holds_table(d))).await;
         for ((child, _), probe) in children.iter().zip(probes) {
             if probe? {
                 found.insert(format!("{base}/{ns}/{child}"));
@@ -63,13 +62,6 @@ pub async fn discover(
         }
     }
     Ok(found.into_iter().collect())
-}
-
-/// Whether `dir` holds a table: anything under its `_delta_log/` (the first listing
-/// page only).
-async fn is_table(store: &TableStore, dir: &Path) -> Result<bool, CompactorError> {
-    let log = dir.clone().join("_delta_log");
-    Ok(store.list_stream(&log).next().await.transpose()?.is_some())
 }
 
 /// The tables to watch now: the listed ones plus the discovered ones.

@@ -68,14 +68,11 @@ impl Params {
     }
 
     fn app(&self) -> ApiResult<Option<(String, i64)>> {
-        match (self.str("app_id"), self.parse::<i64>("app_version")?) {
-            (Some(id), Some(v)) => Ok(Some((id.to_string(), v))),
-            (None, None) => Ok(None),
-            _ => Err(ApiError::bad_request(
-                "invalid_query",
-                "app_id and app_version go together",
-            )),
-        }
+        app_transaction(
+            self.str("app_id"),
+            self.parse::<i64>("app_version")?,
+            "invalid_query",
+        )
     }
 
     fn schema_mode(&self) -> ApiResult<SchemaMode> {
@@ -88,6 +85,22 @@ impl Params {
                 format!("invalid schema_mode `{v}` (merge or overwrite)"),
             )),
         }
+    }
+}
+
+/// An application transaction (Delta `txn`): both its id and version, or neither.
+fn app_transaction(
+    id: Option<&str>,
+    version: Option<i64>,
+    code: &'static str,
+) -> ApiResult<Option<(String, i64)>> {
+    match (id, version) {
+        (Some(id), Some(v)) => Ok(Some((id.to_string(), v))),
+        (None, None) => Ok(None),
+        _ => Err(ApiError::bad_request(
+            code,
+            "app_id and app_version go together",
+        )),
     }
 }
 
@@ -541,15 +554,10 @@ pub async fn merge(
             ))
         }
     }
-    match (&req.app_id, req.app_version) {
-        (Some(id), Some(v)) => m = m.with_app_transaction(id, v),
-        (None, None) => {}
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_argument",
-                "app_id and app_version go together",
-            ))
-        }
+    if let Some((id, v)) =
+        app_transaction(req.app_id.as_deref(), req.app_version, "invalid_argument")?
+    {
+        m = m.with_app_transaction(&id, v);
     }
     let r = m.execute().await;
     state.0.groups.invalidate(&name);

@@ -148,14 +148,14 @@ impl Warehouse {
             .filter_map(|dir| {
                 let name = dir.filename()?.to_string();
                 validate_name(&name).ok()?;
-                Some((name, dir.join("_delta_log")))
+                Some((name, dir))
             })
             .collect();
-        let probes = futures::stream::iter(candidates.into_iter().map(|(name, log)| {
+        let probes = futures::stream::iter(candidates.into_iter().map(|(name, dir)| {
             let store = store.clone();
             async move {
-                let first = store.list_stream(&log).next().await.transpose()?;
-                Ok::<_, shoal_format::Error>(first.map(|_| name))
+                let table = store.holds_table(&dir).await?;
+                Ok::<_, shoal_format::Error>(table.then_some(name))
             }
         }))
         .buffer_unordered(LIST_CONCURRENCY)

@@ -1,5 +1,7 @@
 //! Helpers shared by Shoal's integration tests and the `workloads` benchmark.
 
+pub mod keyed;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

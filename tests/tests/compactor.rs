@@ -6,101 +6,16 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema};
 use shoal_format::Table;
+use shoal_tests::keyed::{
+    append, batch, file_count, model_rows, part, rows_at, rows_of, small_files_table, Model,
+};
 use shoal_tests::{python, read_parquet, run_python, workspace_bin, Rng, DUMP_ALL_VERSIONS};
-
-/// id -> (p, v)
-type Model = BTreeMap<i64, (String, i64)>;
 
 fn compactor() -> PathBuf {
     workspace_bin("shoal-compactor", "shoal-compactor")
-}
-
-fn part(id: i64) -> String {
-    if id % 2 == 0 { "a" } else { "b" }.to_string()
-}
-
-fn batch(rows: &[(i64, String, i64)]) -> RecordBatch {
-    RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("p", DataType::Utf8, true),
-            Field::new("v", DataType::Int64, true),
-        ])),
-        vec![
-            Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-            )),
-            Arc::new(StringArray::from(
-                rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
-            )),
-            Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
-            )),
-        ],
-    )
-    .unwrap()
-}
-
-/// (id, p, v) rows of batches, by column name, sorted.
-fn rows_of(batches: &[RecordBatch]) -> Vec<(i64, String, i64)> {
-    let mut out = Vec::new();
-    for b in batches {
-        let col = |name: &str, ty: &DataType| {
-            let c = b.column(b.schema().index_of(name).unwrap()).clone();
-            cast(&c, ty).unwrap()
-        };
-        let id = col("id", &DataType::Int64);
-        let p = col("p", &DataType::Utf8);
-        let v = col("v", &DataType::Int64);
-        let id = id.as_any().downcast_ref::<Int64Array>().unwrap();
-        let p = p.as_any().downcast_ref::<StringArray>().unwrap();
-        let v = v.as_any().downcast_ref::<Int64Array>().unwrap();
-        for i in 0..b.num_rows() {
-            out.push((id.value(i), p.value(i).to_string(), v.value(i)));
-        }
-    }
-    out.sort();
-    out
-}
-
-fn model_rows(m: &Model) -> Vec<(i64, String, i64)> {
-    m.iter().map(|(id, (p, v))| (*id, p.clone(), *v)).collect()
-}
-
-async fn rows_at(t: &Table, version: Option<i64>) -> Vec<(i64, String, i64)> {
-    let snap = match version {
-        Some(v) => t.snapshot_at(v).await.unwrap(),
-        None => t.snapshot().await.unwrap(),
-    };
-    rows_of(&t.scan(snap).collect().await.unwrap())
-}
-
-async fn append(t: &Table, model: &mut Model, next_id: &mut i64, n: i64) -> i64 {
-    let rows: Vec<_> = (*next_id..*next_id + n)
-        .map(|id| (id, part(id), id * 10))
-        .collect();
-    *next_id += n;
-    let r = t
-        .write(vec![batch(&rows)])
-        .with_partition_by(&["p"])
-        .execute()
-        .await
-        .unwrap();
-    for (id, p, v) in rows {
-        model.insert(id, (p, v));
-    }
-    r.version
-}
-
-async fn file_count(t: &Table) -> usize {
-    t.snapshot().await.unwrap().num_files()
 }
 
 /// A free loopback port (bound then released: a tiny race, fine for tests).
@@ -299,17 +214,6 @@ async fn compactor_keeps_a_streaming_table_small_and_correct() {
     }
 }
 
-/// A table of `commits` small appends; returns the model.
-async fn small_files_table(path: &Path, commits: usize, rows: i64) -> Model {
-    let t = Table::at(path.to_str().unwrap()).unwrap();
-    let mut model = Model::new();
-    let mut next_id = 0;
-    for _ in 0..commits {
-        append(&t, &mut model, &mut next_id, rows).await;
-    }
-    model
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_compactor_mid_run_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -464,7 +368,10 @@ async fn two_compactors_on_one_warehouse_never_work_on_one_table_at_once() {
     let mut models = Vec::new();
     for name in ["t1", "t2", "ns/t3"] {
         let path = warehouse.join(name);
-        models.push((path.clone(), small_files_table(&path, 30, 50).await));
+        models.push((
+            path.clone(),
+            small_files_table(path.to_str().unwrap(), 30, 50).await,
+        ));
     }
     let spawn = |name: &str| {
         let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();

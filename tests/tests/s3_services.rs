@@ -4,13 +4,11 @@
 //! two compactors racing on one S3 table, and a short torture run (writers, DELETE,
 //! MERGE and compactor passes at once) checked against a model at sampled versions.
 
-use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
-use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -18,6 +16,9 @@ use shoal_format::error::ConflictKind;
 use shoal_format::{Error, Table, TableStore};
 use shoal_server::config::{Overrides, ServerConfig};
 use shoal_server::{serve, AppState};
+use shoal_tests::keyed::{
+    append, batch, file_count, model_rows, part, rows_at, small_files_table, Model,
+};
 use shoal_tests::{s3_base, s3_uri, workspace_bin, Rng};
 
 const NDJSON: &str = "application/x-ndjson";
@@ -233,95 +234,6 @@ fn arrow_body(ids: &[i64]) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------------
 // The compactor on S3
-
-type Model = BTreeMap<i64, (String, i64)>;
-
-fn part(id: i64) -> String {
-    if id % 2 == 0 { "a" } else { "b" }.to_string()
-}
-
-fn batch(rows: &[(i64, String, i64)]) -> RecordBatch {
-    RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("p", DataType::Utf8, true),
-            Field::new("v", DataType::Int64, true),
-        ])),
-        vec![
-            Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-            )),
-            Arc::new(StringArray::from(
-                rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
-            )),
-            Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
-            )),
-        ],
-    )
-    .unwrap()
-}
-
-async fn rows_at(t: &Table, version: Option<i64>) -> Vec<(i64, String, i64)> {
-    let snap = match version {
-        Some(v) => t.snapshot_at(v).await.unwrap(),
-        None => t.snapshot().await.unwrap(),
-    };
-    let mut out = Vec::new();
-    for b in t.scan(snap).collect().await.unwrap() {
-        let col = |name: &str, ty: &DataType| {
-            cast(b.column(b.schema().index_of(name).unwrap()), ty).unwrap()
-        };
-        let (id, p, v) = (
-            col("id", &DataType::Int64),
-            col("p", &DataType::Utf8),
-            col("v", &DataType::Int64),
-        );
-        let id = id.as_any().downcast_ref::<Int64Array>().unwrap();
-        let p = p.as_any().downcast_ref::<StringArray>().unwrap();
-        let v = v.as_any().downcast_ref::<Int64Array>().unwrap();
-        for i in 0..b.num_rows() {
-            out.push((id.value(i), p.value(i).to_string(), v.value(i)));
-        }
-    }
-    out.sort();
-    out
-}
-
-fn model_rows(m: &Model) -> Vec<(i64, String, i64)> {
-    m.iter().map(|(id, (p, v))| (*id, p.clone(), *v)).collect()
-}
-
-async fn append(t: &Table, model: &mut Model, next_id: &mut i64, n: i64) -> i64 {
-    let rows: Vec<_> = (*next_id..*next_id + n)
-        .map(|id| (id, part(id), id * 10))
-        .collect();
-    *next_id += n;
-    let r = t
-        .write(vec![batch(&rows)])
-        .with_partition_by(&["p"])
-        .execute()
-        .await
-        .unwrap();
-    for (id, p, v) in rows {
-        model.insert(id, (p, v));
-    }
-    r.version
-}
-
-async fn small_files_table(uri: &str, commits: usize, rows: i64) -> Model {
-    let t = Table::at(uri).unwrap();
-    let mut model = Model::new();
-    let mut next_id = 0;
-    for _ in 0..commits {
-        append(&t, &mut model, &mut next_id, rows).await;
-    }
-    model
-}
-
-async fn file_count(t: &Table) -> usize {
-    t.snapshot().await.unwrap().files().len()
-}
 
 fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

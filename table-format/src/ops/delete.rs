@@ -4,7 +4,7 @@
 use serde_json::Value;
 use tracing::info;
 
-use crate::error::{ConflictKind, Error, Result};
+use crate::error::{Error, Result};
 use crate::expr::{
     bind_assignment, bind_predicate, parse_assignment, parse_predicate, BoundAssignment, BoundExpr,
 };
@@ -77,20 +77,7 @@ impl DeleteBuilder {
     /// files this operation rewrites, without changing rows) runs it again on the
     /// latest snapshot, a few times at most; any other conflict is returned.
     pub async fn execute(self) -> Result<RowChangeResult> {
-        let mut this = self;
-        let mut attempt = 1;
-        loop {
-            match this.clone().execute_once().await {
-                Err(Error::Conflict(ConflictKind::ConcurrentCompaction { path }))
-                    if attempt < crate::ops::COMPACTION_RETRIES =>
-                {
-                    tracing::info!(%path, attempt, "lost a race to a compaction; running again on the latest snapshot");
-                    attempt += 1;
-                    this.snapshot = None;
-                }
-                other => return other,
-            }
-        }
+        crate::ops::rerun_after_compaction(self, |b| b.snapshot = None, Self::execute_once).await
     }
 
     async fn execute_once(self) -> Result<RowChangeResult> {
@@ -158,20 +145,7 @@ impl UpdateBuilder {
     /// files this operation rewrites, without changing rows) runs it again on the
     /// latest snapshot, a few times at most; any other conflict is returned.
     pub async fn execute(self) -> Result<RowChangeResult> {
-        let mut this = self;
-        let mut attempt = 1;
-        loop {
-            match this.clone().execute_once().await {
-                Err(Error::Conflict(ConflictKind::ConcurrentCompaction { path }))
-                    if attempt < crate::ops::COMPACTION_RETRIES =>
-                {
-                    tracing::info!(%path, attempt, "lost a race to a compaction; running again on the latest snapshot");
-                    attempt += 1;
-                    this.snapshot = None;
-                }
-                other => return other,
-            }
-        }
+        crate::ops::rerun_after_compaction(self, |b| b.snapshot = None, Self::execute_once).await
     }
 
     async fn execute_once(self) -> Result<RowChangeResult> {

@@ -31,7 +31,7 @@ use futures::TryStreamExt;
 use serde_json::Value;
 use tracing::{debug, info};
 
-use crate::error::{ConflictKind, Error, Result};
+use crate::error::{Error, Result};
 use crate::expr::{
     bind, bind_predicate, evaluate, matching_rows, may_match_file, parse_expression,
     parse_predicate, BinaryOp, BoundExpr, BoundKind, Expr, Scalar,
@@ -249,20 +249,7 @@ impl MergeBuilder {
     /// files this operation rewrites, without changing rows) runs it again on the
     /// latest snapshot, a few times at most; any other conflict is returned.
     pub async fn execute(self) -> Result<MergeResult> {
-        let mut this = self;
-        let mut attempt = 1;
-        loop {
-            match this.clone().execute_once().await {
-                Err(Error::Conflict(ConflictKind::ConcurrentCompaction { path }))
-                    if attempt < crate::ops::COMPACTION_RETRIES =>
-                {
-                    tracing::info!(%path, attempt, "lost a race to a compaction; running again on the latest snapshot");
-                    attempt += 1;
-                    this.snapshot = None;
-                }
-                other => return other,
-            }
-        }
+        crate::ops::rerun_after_compaction(self, |b| b.snapshot = None, Self::execute_once).await
     }
 
     async fn execute_once(self) -> Result<MergeResult> {

@@ -396,6 +396,14 @@ impl TableStore {
         futures::StreamExt::boxed(self.store.list(Some(prefix)).map_err(Error::from))
     }
 
+    /// Whether the directory `dir` holds a table: anything under its `_delta_log/`.
+    /// Reads the first listing page only (one request on S3, however long the log).
+    pub async fn holds_table(&self, dir: &Path) -> Result<bool> {
+        let log = dir.clone().join("_delta_log");
+        let first = futures::StreamExt::next(&mut self.list_stream(&log)).await;
+        Ok(first.transpose()?.is_some())
+    }
+
     /// The path of `location` relative to the table root.
     pub fn relative(&self, location: &Path) -> Option<String> {
         let parts: Vec<_> = location.prefix_match(&self.root)?.collect();

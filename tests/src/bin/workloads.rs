@@ -380,6 +380,16 @@ where
 }
 
 /// Rows of a snapshot from its add-action stats (no scan).
+/// Reads every row of `snap` (all columns, 64 Ki-row batches); returns the count.
+async fn full_scan_rows(table: &Table, snap: Snapshot) -> Result<usize> {
+    let mut stream = table.scan(snap).with_batch_size(64 * 1024).execute()?;
+    let mut rows = 0usize;
+    while let Some(b) = stream.try_next().await? {
+        rows += b.num_rows();
+    }
+    Ok(rows)
+}
+
 fn snapshot_rows(snap: &Snapshot) -> Option<i64> {
     snap.totals().1
 }
@@ -817,14 +827,7 @@ async fn w4_optimize_compact(cfg: &Config) -> Result<()> {
         let expected = snapshot_rows(&snap).unwrap_or(-1);
         let (seconds, runs, rows) = median_time(3, || {
             let snap = snap.clone();
-            async move {
-                let mut stream = table.scan(snap).with_batch_size(64 * 1024).execute()?;
-                let mut rows = 0usize;
-                while let Some(b) = stream.try_next().await? {
-                    rows += b.num_rows();
-                }
-                Ok(rows)
-            }
+            async move { full_scan_rows(table, snap).await }
         })
         .await?;
         emit(
@@ -1291,14 +1294,7 @@ async fn c1_compactor_seed(cfg: &Config) -> Result<()> {
         let (scan_s, scan_runs, rows) = median_time(3, || {
             let snap = snap.clone();
             let table = &table;
-            async move {
-                let mut stream = table.scan(snap).with_batch_size(64 * 1024).execute()?;
-                let mut rows = 0usize;
-                while let Some(b) = stream.try_next().await? {
-                    rows += b.num_rows();
-                }
-                Ok(rows)
-            }
+            async move { full_scan_rows(table, snap).await }
         })
         .await?;
         emit(
