@@ -224,7 +224,13 @@ async fn killing_the_compactor_mid_run_loses_and_duplicates_nothing() {
     let mut next_id = 0;
     let mut rng = Rng::new(11);
     let mut killed_mid_run = 0;
-    for round in 0..8 {
+    // Kills land a random time after the run took its lease, inside a window that
+    // shrinks whenever a run finished before its kill: on a fast machine a whole run
+    // takes a few tens of milliseconds, on a slow one several hundred.
+    let mut window_ms = 150;
+    let mut round = 0;
+    while killed_mid_run < 4 || round < 6 {
+        assert!(round < 30, "only {killed_mid_run} kills landed mid-run");
         // Fresh small files every round, so every run has work to be killed in.
         for _ in 0..30 {
             append(&t, &mut model, &mut next_id, 300).await;
@@ -235,12 +241,16 @@ async fn killing_the_compactor_mid_run_loses_and_duplicates_nothing() {
             .args(["--min-small-files", "2", "--target-size", "24KiB"])
             .args(["--owner", "killed-compactor", "--lease-ttl", "30s"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(20 + rng.below(150)));
+        let leased = on_lease_acquired(&mut child);
+        let _ = leased.recv_timeout(Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(rng.below(window_ms)));
         if child.try_wait().unwrap().is_none() {
             killed_mid_run += 1;
+        } else {
+            window_ms = (window_ms / 2).max(2);
         }
         child.kill().unwrap(); // SIGKILL
         let _ = child.wait();
@@ -249,11 +259,9 @@ async fn killing_the_compactor_mid_run_loses_and_duplicates_nothing() {
             model_rows(&model),
             "after kill {round}"
         );
+        round += 1;
     }
-    assert!(
-        killed_mid_run >= 4,
-        "only {killed_mid_run} kills landed mid-run"
-    );
+    eprintln!("{killed_mid_run} of {round} kills landed mid-run (window {window_ms} ms)");
     // Once more, killed right after it took the lease: its lease outlives it, so
     // another compactor keeps off...
     for _ in 0..30 {
@@ -319,6 +327,24 @@ async fn killing_the_compactor_mid_run_loses_and_duplicates_nothing() {
     let on_disk = walk_parquet(&path);
     assert_eq!(on_disk, file_count(&t).await);
     assert_eq!(rows_at(&t, None).await, expected);
+}
+
+/// Drains the child's stderr on a thread (a full pipe would stall it) and signals
+/// once the run logs that it took the table's lease.
+fn on_lease_acquired(child: &mut Child) -> std::sync::mpsc::Receiver<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if !sent && line.contains("lease acquired") {
+                let _ = tx.send(());
+                sent = true;
+            }
+        }
+    });
+    rx
 }
 
 fn walk_parquet(dir: &Path) -> usize {
