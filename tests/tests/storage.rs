@@ -11,6 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use shoal_format::storage::faults::{Fault, Faults, FaultyStore, Op, Trigger};
 use shoal_format::storage::{PutOutcome, StorageOptions};
+use shoal_format::transaction::Transaction;
 use shoal_format::{Error, Table, TableStore};
 use shoal_tests::{s3_base, s3_uri};
 
@@ -81,6 +82,58 @@ async fn put_if_absent_races_have_exactly_one_winner() {
             contested += 1;
         }
         eprintln!("{name}: {contested} contested put-if-absent rounds, one winner each");
+    }
+}
+
+/// Writers committing in a tight loop on one table: a writer that lost a race must
+/// catch up with every commit already beyond it, or faster writers starve it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tight_loop_writers_are_never_starved() {
+    for (name, store, _dir) in stores("tight-loop") {
+        Table::from_store(store.clone())
+            .write(vec![batch(0..1)])
+            .execute()
+            .await
+            .unwrap();
+        let (writers, per) = (4, if name == "s3" { 12 } else { 25 });
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let t = Table::from_store(store.clone());
+            tasks.push(tokio::spawn(async move {
+                for k in 0..per {
+                    let start = 1000 * (w + 1) + k;
+                    t.write(vec![batch(start..start + 1)])
+                        .execute()
+                        .await
+                        .unwrap_or_else(|e| panic!("writer {w}, write {k}: {e}"));
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let t = Table::from_store(store.clone());
+        assert_eq!(
+            ids(&t).await.len(),
+            1 + writers as usize * per as usize,
+            "{name}"
+        );
+        // A transaction far behind (read at version 0, the table is now 1 + writers * per
+        // versions ahead) catches up on its second lost race, not one version per try.
+        let stale = t.snapshot_at(0).await.unwrap();
+        let done = Transaction::new(&stale, "TEST")
+            .with_max_attempts(3)
+            .commit()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: a stale transaction did not catch up: {e}"));
+        assert_eq!(done.version, 1 + (writers * per) as i64, "{name}");
+        assert_eq!(done.attempts, 3, "{name}");
+        eprintln!(
+            "{name}: {writers} tight-loop writers, {} commits in {:.1?}",
+            writers * per,
+            started.elapsed()
+        );
     }
 }
 

@@ -7,11 +7,13 @@ pub mod conflict;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
 use crate::error::{ConflictKind, Error, Result};
-use crate::log::{commit_name, parse_commit, serialize_commit};
+use crate::log::path::listing_offset;
+use crate::log::{commit_name, parse_commit, serialize_commit, LogFileKind, LogFileName};
 use crate::protocol::{Action, CommitInfo};
 use crate::snapshot::Snapshot;
 use crate::storage::{PutOutcome, TableStore};
@@ -270,25 +272,69 @@ impl Transaction {
                     if self.base.is_none() {
                         return Err(Error::TableAlreadyExists(self.store.uri().to_string()));
                     }
-                    let winner = parse_commit(&data, &commit_name(version))?;
-                    conflict::check(&self.read, &winner).map_err(Error::Conflict)?;
-                    let winner_ts = winner
-                        .iter()
-                        .find_map(|a| match a {
-                            Action::CommitInfo(ci) => ci.in_commit_timestamp().or(ci.timestamp()),
-                            _ => None,
-                        })
-                        .unwrap_or(now);
-                    last_ts = last_ts.max(winner_ts);
                     debug!(version, attempt, "lost the commit race; rebasing");
-                    winners.push((version, winner, winner_ts));
-                    version += 1;
+                    let mut behind = vec![(version, data)];
+                    // Lost twice or more: writers are committing faster than one version
+                    // per try, so trying the next version each time would never catch up
+                    // (one writer lost a hundred races in a row that way against three
+                    // tight-loop writers on S3). Read every commit already beyond it.
+                    if attempt > 1 {
+                        behind.extend(self.commits_from(version + 1).await?);
+                    }
+                    for (v, data) in behind {
+                        let winner = parse_commit(&data, &commit_name(v))?;
+                        conflict::check(&self.read, &winner).map_err(Error::Conflict)?;
+                        let winner_ts = winner
+                            .iter()
+                            .find_map(|a| match a {
+                                Action::CommitInfo(ci) => {
+                                    ci.in_commit_timestamp().or(ci.timestamp())
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or(now);
+                        last_ts = last_ts.max(winner_ts);
+                        winners.push((v, winner, winner_ts));
+                        version = v + 1;
+                    }
                 }
             }
         }
         Err(Error::Conflict(ConflictKind::RetriesExhausted {
             attempts: self.max_attempts,
         }))
+    }
+
+    /// The commits at `from` and after, in order, up to the first gap: listed from the
+    /// log, then read a few at a time.
+    async fn commits_from(&self, from: i64) -> Result<Vec<(i64, Bytes)>> {
+        let listed = self.store.list_log(Some(&listing_offset(from))).await?;
+        let mut versions = Vec::new();
+        // Sorted by name: a version's checkpoint comes before its commit file.
+        for (name, _) in listed {
+            let Some(file) = LogFileName::parse(&name) else {
+                continue;
+            };
+            let next = from + versions.len() as i64;
+            if file.kind == LogFileKind::Commit && file.version == next {
+                versions.push(file.version);
+            } else if file.version > next {
+                break;
+            }
+        }
+        let store = &self.store;
+        let fetched: Vec<(i64, Option<Bytes>)> = futures::stream::iter(versions)
+            .map(|v| async move {
+                let data = store.get_opt(&store.log_path(&commit_name(v))).await?;
+                Ok::<_, Error>((v, data))
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Ok(fetched
+            .into_iter()
+            .map_while(|(v, data)| data.map(|d| (v, d)))
+            .collect())
     }
 
     /// Writes the log file of `version` if absent and says who wrote it. A transient
