@@ -593,3 +593,78 @@ async fn concurrent_writers_with_random_faults_lose_and_duplicate_nothing() {
         );
     }
 }
+
+/// A large data file streams up while it is being written: parts leave as soon as the
+/// encoded bytes pass the threshold, so the writer holds a few parts, not the file.
+/// A write that fails mid-upload commits nothing and leaves no object behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_data_files_stream_up_in_parts_while_written() {
+    use shoal_format::write::{DataWriter, WriterOptions};
+    let options: StorageOptions = [(
+        "shoal_multipart_threshold".to_string(),
+        (1024 * 1024).to_string(),
+    )]
+    .into();
+    for (name, plain, t, faults, _dir) in faulty("stream-up", &options) {
+        if name == "local" {
+            continue; // local files are written whole
+        }
+        t.write(vec![batch(0..1)]).execute().await.unwrap();
+        let snap = t.snapshot().await.unwrap();
+        let mut writer = DataWriter::for_snapshot(&snap, WriterOptions::default()).unwrap();
+        // Incompressible ids: about 8 MB of Parquet per million rows.
+        let mut rng = shoal_tests::Rng::new(7);
+        let mut expected = Vec::new();
+        let calls_before = faults.calls();
+        for _ in 0..4 {
+            let ids: Vec<i64> = (0..1_000_000).map(|_| rng.next_u64() as i64).collect();
+            expected.extend(&ids);
+            let b =
+                RecordBatch::try_new(snap.arrow_schema(), vec![Arc::new(Int64Array::from(ids))])
+                    .unwrap();
+            writer.write(&b).await.unwrap();
+        }
+        assert!(
+            faults.calls() > calls_before,
+            "{name}: nothing went up before the file was finished"
+        );
+        let adds = writer.finish().await.unwrap();
+        assert_eq!(adds.len(), 1, "{name}: one file");
+        let location = plain.store().data_path(&adds[0].path).unwrap();
+        let head = plain.store().head(&location).await.unwrap().unwrap();
+        assert_eq!(head.size as i64, adds[0].size, "{name}: size in the add");
+        assert!(adds[0].size > 24 * 1024 * 1024, "{name}: {}", adds[0].size);
+        let committed = shoal_format::transaction::Transaction::new(&snap, "WRITE")
+            .with_actions(adds.into_iter().map(shoal_format::protocol::Action::Add))
+            .commit()
+            .await
+            .unwrap();
+        assert_eq!(committed.version, 1);
+        expected.push(0);
+        expected.sort();
+        assert_eq!(ids(&plain).await, expected, "{name}: rows read back");
+
+        // A part upload fails for good: the write fails, commits nothing, and the
+        // upload is aborted (no object at any new path).
+        faults.add(Op::Put, Trigger::From(1), Fault::Fail);
+        let files_before = plain.store().list_all().await.unwrap().len();
+        let big: Vec<i64> = (0..3_000_000).map(|_| rng.next_u64() as i64).collect();
+        let err = t
+            .write(vec![RecordBatch::try_new(
+                snap.arrow_schema(),
+                vec![Arc::new(Int64Array::from(big))],
+            )
+            .unwrap()])
+            .execute()
+            .await
+            .expect_err("the upload failed");
+        faults.clear();
+        assert!(!matches!(err, Error::Conflict(_)), "{name}: {err}");
+        assert_eq!(plain.snapshot().await.unwrap().version(), 1, "{name}");
+        assert_eq!(
+            plain.store().list_all().await.unwrap().len(),
+            files_before,
+            "{name}: a failed upload left an object behind"
+        );
+    }
+}

@@ -287,6 +287,23 @@ impl TableStore {
         Ok(())
     }
 
+    /// Whether large files should be streamed up in parts as they are written (remote
+    /// stores) rather than written whole at the end (local disk).
+    pub fn streams_uploads(&self) -> bool {
+        self.local_root.is_none()
+    }
+
+    /// Starts a multipart upload that takes bytes as they are produced: each part of
+    /// [`MULTIPART_PART_SIZE`] goes up as soon as it is full (requests are retried by the
+    /// client). The object appears only on `finish`; `abort` discards the parts.
+    pub async fn start_upload(&self, path: &Path) -> Result<object_store::WriteMultipart> {
+        let upload = self.retrying(|| self.store.put_multipart(path)).await?;
+        Ok(object_store::WriteMultipart::new_with_chunk_size(
+            upload,
+            MULTIPART_PART_SIZE,
+        ))
+    }
+
     /// Reads a whole object; `Ok(None)` when it does not exist.
     pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
         let read = || async { self.store.get(path).await?.bytes().await };

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::warn;
 
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
@@ -99,10 +100,45 @@ struct OpenFile {
     row_groups: usize,
     stats: StatsCollector,
     values: Vec<(String, Option<String>)>,
-    dir: String,
+    /// The file's path relative to the table root.
+    relative: String,
+    /// On a remote store, the multipart upload the encoded bytes stream into once the
+    /// file outgrows the multipart threshold: memory stays bounded by a few parts
+    /// however large the file grows. (In a mutex only to keep the writer `Sync`: it
+    /// is reached through `&mut`, never locked.)
+    upload: Option<std::sync::Mutex<object_store::WriteMultipart>>,
+    /// Bytes already handed to `upload`.
+    uploaded: usize,
 }
 
+/// Aborts a streamed upload, if any (best effort: S3 lifecycle rules clean up the
+/// parts of uploads that could not be aborted).
+async fn abort(upload: Option<std::sync::Mutex<object_store::WriteMultipart>>) {
+    if let Some(Ok(upload)) = upload.map(std::sync::Mutex::into_inner) {
+        if let Err(e) = upload.abort().await {
+            warn!(error = %e, "could not abort a multipart upload");
+        }
+    }
+}
+
+/// Parts in flight per streamed upload before the writer waits.
+const UPLOAD_CONCURRENCY: usize = 2;
+
 impl OpenFile {
+    /// Encoded bytes held in memory, not yet uploaded.
+    fn buffered(&self) -> usize {
+        self.writer.inner().len()
+    }
+
+    /// Takes the encoded bytes held in memory. The writer keeps its own count of
+    /// bytes written (the file offsets in the footer), so draining its buffer is safe.
+    fn drain(&mut self) -> Result<Bytes> {
+        self.writer.flush()?;
+        let bytes = std::mem::take(self.writer.inner_mut());
+        self.uploaded += bytes.len();
+        Ok(Bytes::from(bytes))
+    }
+
     /// Encoded bytes so far plus an estimate for the rows not yet encoded.
     fn estimated_size(&self) -> u64 {
         let written = self.writer.bytes_written() as u64;
@@ -431,7 +467,7 @@ impl DataWriter {
             let dir = partition_dir(&values);
             let file = match self.open.remove(&dir) {
                 Some(f) => f,
-                None => self.new_file(values, dir.clone(), &part)?,
+                None => self.new_file(values, &dir, &part)?,
             };
             let options = self.options.clone();
             let threads = self.threads();
@@ -442,6 +478,11 @@ impl DataWriter {
             })
             .await
             .map_err(|e| Error::Task(e.to_string()))??;
+            let mut file = file;
+            if let Err(e) = self.stream(&mut file).await {
+                abort(file.upload.take()).await;
+                return Err(e);
+            }
             if file.estimated_size() >= self.options.target_file_size {
                 self.close(file).await?;
             } else {
@@ -463,8 +504,11 @@ impl DataWriter {
     }
 
     /// Gives up: deletes the files completed so far (the operation failed before
-    /// committing; files still open were never uploaded).
-    pub async fn abandon(self) {
+    /// committing; uploads of files still open are aborted).
+    pub async fn abandon(mut self) {
+        for (_, mut file) in self.open.drain() {
+            abort(file.upload.take()).await;
+        }
         let paths: Vec<String> = self.done.iter().map(|a| a.path.clone()).collect();
         delete_unreferenced(&self.store, &paths).await;
     }
@@ -490,9 +534,20 @@ impl DataWriter {
     fn new_file(
         &mut self,
         values: Vec<(String, Option<String>)>,
-        dir: String,
+        dir: &str,
         first: &RecordBatch,
     ) -> Result<OpenFile> {
+        let name = format!(
+            "part-{:05}-{}-c000.zstd.parquet",
+            self.counter,
+            uuid::Uuid::new_v4()
+        );
+        self.counter += 1;
+        let relative = if dir.is_empty() {
+            name
+        } else {
+            format!("{dir}/{name}")
+        };
         let mut props = self.props.clone().into_builder();
         for name in high_cardinality_columns(first) {
             props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
@@ -515,35 +570,58 @@ impl DataWriter {
             row_groups: 0,
             stats: StatsCollector::new(&self.data_schema, self.options.num_indexed_cols),
             values,
-            dir,
+            relative,
+            upload: None,
+            uploaded: 0,
         })
     }
 
-    async fn close(&mut self, file: OpenFile) -> Result<()> {
+    /// Streams the bytes encoded so far into the file's multipart upload once they
+    /// pass the threshold (remote stores only).
+    async fn stream(&self, file: &mut OpenFile) -> Result<()> {
+        if !self.store.streams_uploads() || file.buffered() < self.store.multipart_threshold() {
+            return Ok(());
+        }
+        let bytes = file.drain()?;
+        if file.upload.is_none() {
+            let location = self.store.data_path(&file.relative)?;
+            let upload = self.store.start_upload(&location).await?;
+            file.upload = Some(std::sync::Mutex::new(upload));
+        }
+        if let Some(upload) = file.upload.as_mut() {
+            let upload = upload.get_mut().map_err(poisoned)?;
+            upload.put(bytes);
+            upload.wait_for_capacity(UPLOAD_CONCURRENCY).await?;
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, mut file: OpenFile) -> Result<()> {
         let threads = self.threads();
-        let (buf, stats, values, dir) =
-            tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, StatsCollector, _, String)> {
+        let upload = file.upload.take();
+        let uploaded = file.uploaded;
+        let (buf, stats, values, relative) = tokio::task::spawn_blocking(
+            move || -> Result<(Vec<u8>, StatsCollector, PartitionValues, String)> {
                 let mut file = file;
                 file.flush(threads)?;
                 let buf = file.writer.into_inner()?;
-                Ok((buf, file.stats, file.values, file.dir))
-            })
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
-        let name = format!(
-            "part-{:05}-{}-c000.zstd.parquet",
-            self.counter,
-            uuid::Uuid::new_v4()
-        );
-        self.counter += 1;
-        let relative = if dir.is_empty() {
-            name
-        } else {
-            format!("{dir}/{name}")
-        };
-        let size = buf.len() as i64;
-        let location = self.store.data_path(&relative)?;
-        self.store.put(&location, Bytes::from(buf)).await?;
+                Ok((buf, file.stats, file.values, file.relative))
+            },
+        )
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        let size = (uploaded + buf.len()) as i64;
+        match upload {
+            Some(upload) => {
+                let mut upload = upload.into_inner().map_err(poisoned)?;
+                upload.put(Bytes::from(buf));
+                upload.finish().await?;
+            }
+            None => {
+                let location = self.store.data_path(&relative)?;
+                self.store.put(&location, Bytes::from(buf)).await?;
+            }
+        }
         self.done.push(Add {
             path: encode_add_path(&relative),
             partition_values: values.into_iter().collect(),
