@@ -689,23 +689,36 @@ pub async fn version_at_timestamp(store: &TableStore, timestamp_ms: i64) -> Resu
         ),
         _ => None,
     };
-    // Monotonic file-time timestamps for the commits before in-commit timestamps.
-    let mut times: Vec<(i64, i64)> = Vec::with_capacity(commits.len());
-    let mut prev = i64::MIN;
+    // File-time timestamps for the commits before in-commit timestamps.
+    let mut plain: Vec<(i64, ListedFile)> = Vec::with_capacity(commits.len());
     let mut ict_commits = Vec::new();
     for (v, f) in &commits {
         if ict_from.is_some_and(|from| *v >= from) {
             ict_commits.push((*v, f.clone()));
-            continue;
-        }
-        let t = if prev == i64::MIN {
-            f.modified_ms
         } else {
-            f.modified_ms.max(prev + 1)
-        };
-        prev = t;
-        times.push((*v, t));
+            plain.push((*v, f.clone()));
+        }
     }
+    // On a store with whole-second file times, the commits near the timestamp are
+    // read for their `commitInfo.timestamp` (see `commit_file_times`); commits two
+    // seconds or more away cannot change the answer.
+    let mut written = std::collections::HashMap::new();
+    if whole_second_times(&plain) {
+        let near: Vec<(i64, ListedFile)> = plain
+            .iter()
+            .filter(|(_, f)| {
+                f.modified_ms > timestamp_ms - 2 * SECOND_MS
+                    && f.modified_ms < timestamp_ms + SECOND_MS
+            })
+            .cloned()
+            .collect();
+        for (v, _, actions) in read_commits(store, &near).await? {
+            if let Some(ts) = commit_info_timestamp(&actions) {
+                written.insert(v, ts);
+            }
+        }
+    }
+    let times = commit_file_times(&plain, &written);
     // In-commit timestamps are monotonic: binary search, reading log2(n) commits.
     let mut found = times
         .iter()
@@ -753,6 +766,49 @@ pub async fn version_at_timestamp(store: &TableStore, timestamp_ms: i64) -> Resu
             })
         }
     }
+}
+
+const SECOND_MS: i64 = 1000;
+
+/// Whether the store reports commit file times in whole seconds (S3 and most object
+/// stores list `LastModified` to the second; local file systems to the millisecond).
+pub(crate) fn whole_second_times(commits: &[(i64, ListedFile)]) -> bool {
+    !commits.is_empty() && commits.iter().all(|(_, f)| f.modified_ms % SECOND_MS == 0)
+}
+
+/// The `commitInfo.timestamp` of a commit's actions.
+pub(crate) fn commit_info_timestamp(actions: &[Action]) -> Option<i64> {
+    actions.iter().find_map(|a| match a {
+        Action::CommitInfo(ci) => ci.timestamp(),
+        _ => None,
+    })
+}
+
+/// The commit times of commits without in-commit timestamps, in version order: the
+/// commit file's modification time (Delta's definition), made strictly increasing.
+/// Where the store keeps whole seconds, a commit written several times a second
+/// would be indistinguishable from its neighbours, so its `commitInfo.timestamp`
+/// (`written`), when it lies within a second of the file time, refines the file time
+/// to the millisecond. History and timestamp time travel both use this, so a time
+/// shown in the history travels back to exactly its version.
+pub(crate) fn commit_file_times(
+    commits: &[(i64, ListedFile)],
+    written: &std::collections::HashMap<i64, i64>,
+) -> Vec<(i64, i64)> {
+    let whole_seconds = whole_second_times(commits);
+    let mut times = Vec::with_capacity(commits.len());
+    let mut prev = i64::MIN;
+    for (v, f) in commits {
+        let file_ms = f.modified_ms;
+        let t = match written.get(v) {
+            Some(&w) if whole_seconds && (w - file_ms).abs() < SECOND_MS => w,
+            _ => file_ms,
+        };
+        let t = if prev == i64::MIN { t } else { t.max(prev + 1) };
+        prev = t;
+        times.push((*v, t));
+    }
+    times
 }
 
 pub(crate) fn format_ms(ms: i64) -> String {

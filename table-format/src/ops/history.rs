@@ -3,7 +3,7 @@
 use crate::error::Result;
 use crate::log::{LogFileKind, LogFileName};
 use crate::protocol::{Action, CommitInfo};
-use crate::snapshot::{list_log, read_commits};
+use crate::snapshot::{commit_file_times, commit_info_timestamp, list_log, read_commits};
 use crate::storage::TableStore;
 
 /// One entry of the history.
@@ -32,22 +32,18 @@ pub async fn history(store: &TableStore, limit: Option<usize>) -> Result<Vec<His
     // Without in-commit timestamps a commit's time is its file's modification time,
     // made strictly increasing (as Delta defines it and as timestamp time travel reads
     // it): a timestamp shown here then travels back to exactly its version.
-    let mut file_times = std::collections::HashMap::with_capacity(commits.len());
-    let mut prev = i64::MIN;
-    for (v, f) in &commits {
-        let t = if prev == i64::MIN {
-            f.modified_ms
-        } else {
-            f.modified_ms.max(prev + 1)
-        };
-        prev = t;
-        file_times.insert(*v, t);
-    }
+    let all = commits.clone();
     commits.reverse();
     if let Some(l) = limit {
         commits.truncate(l);
     }
     let read = read_commits(store, &commits).await?;
+    let written: std::collections::HashMap<i64, i64> = read
+        .iter()
+        .filter_map(|(v, _, actions)| Some((*v, commit_info_timestamp(actions)?)))
+        .collect();
+    let file_times: std::collections::HashMap<i64, i64> =
+        commit_file_times(&all, &written).into_iter().collect();
     Ok(read
         .into_iter()
         .map(|(version, file, actions)| {

@@ -183,6 +183,10 @@ struct Args {
     /// Delete this benchmark's tables under --root first.
     #[arg(long)]
     clean: bool,
+    /// Where the tables live, when not under --root: a table location URI such as
+    /// `s3://bucket/bench` (S3 settings from the AWS_* environment). W1, W2 and W3 only.
+    #[arg(long)]
+    tables: Option<String>,
     /// Run one step in this process (internal; used by the driver).
     #[arg(long, hide = true)]
     step: Option<String>,
@@ -216,7 +220,12 @@ fn created_table(step: &str) -> Option<&'static str> {
 struct Config {
     root: PathBuf,
     scale: f64,
+    /// Table location root when the tables are not under `root` (e.g. on S3).
+    tables: Option<String>,
 }
+
+/// The steps that run with the tables on a remote store (`--tables`).
+const REMOTE_STEPS: [&str; 3] = ["W1", "W2", "W3"];
 
 impl Config {
     /// `max(minimum, round(base * scale))`, with Python's round-half-to-even.
@@ -246,12 +255,40 @@ impl Config {
     fn table_path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
-    fn table(&self, name: &str) -> Result<Table> {
+    fn table_uri(&self, name: &str) -> Result<String> {
+        if let Some(root) = &self.tables {
+            return Ok(format!("{}/{name}", root.trim_end_matches('/')));
+        }
         let p = self.table_path(name);
-        let s = p
-            .to_str()
-            .ok_or_else(|| anyhow!("table path {} is not UTF-8", p.display()))?;
-        Ok(Table::at(s)?)
+        p.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("table path {} is not UTF-8", p.display()))
+    }
+    fn table(&self, name: &str) -> Result<Table> {
+        Ok(Table::at(&self.table_uri(name)?)?)
+    }
+    /// Whether anything is stored at the table's location.
+    async fn table_exists(&self, name: &str) -> Result<bool> {
+        if self.tables.is_none() {
+            return Ok(self.table_path(name).exists());
+        }
+        let store = shoal_format::TableStore::from_uri(&self.table_uri(name)?)?;
+        Ok(!store.list_all().await?.is_empty())
+    }
+    /// Deletes everything stored at the table's location.
+    async fn remove_table(&self, name: &str) -> Result<()> {
+        if self.tables.is_none() {
+            let p = self.table_path(name);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+            return Ok(());
+        }
+        let store = shoal_format::TableStore::from_uri(&self.table_uri(name)?)?;
+        for meta in store.list_all().await? {
+            store.delete(&meta.location).await?;
+        }
+        Ok(())
     }
     fn state_file(&self) -> PathBuf {
         self.root.join("state.json")
@@ -459,12 +496,11 @@ async fn verify_contents(
 // Workloads
 // ------------------------------------------------------------------------------------
 
-fn fail_if_exists(cfg: &Config, table: &str) -> Result<()> {
-    let p = cfg.table_path(table);
-    if p.exists() {
+async fn fail_if_exists(cfg: &Config, table: &str) -> Result<()> {
+    if cfg.table_exists(table).await? {
         bail!(
             "{} already exists; pass --clean to replace this benchmark's tables",
-            p.display()
+            cfg.table_uri(table)?
         );
     }
     Ok(())
@@ -484,7 +520,7 @@ async fn w6_setup(cfg: &Config) -> Result<()> {
 /// 10 appends of 1M rows (× scale) into a new table; generation untimed. Emits the
 /// script's W1 fields (a superset of its W6setup fields) and verifies every row.
 async fn bulk_append(cfg: &Config, table_name: &str, workload: &str, name: &str) -> Result<()> {
-    fail_if_exists(cfg, table_name)?;
+    fail_if_exists(cfg, table_name).await?;
     let table = cfg.table(table_name)?;
     let (commits, rows_per_commit) = (cfg.w1_commits(), cfg.w1_rows_per_commit());
     let mut per_commit = Vec::with_capacity(commits);
@@ -558,7 +594,7 @@ async fn bulk_append(cfg: &Config, table_name: &str, workload: &str, name: &str)
 /// W2: create `w2`, then 2,000 (× scale) appends of 1,000 rows through one chain of
 /// snapshots (no log re-read per commit), auto-checkpoints off; per-commit latency.
 async fn w2_stream_append(cfg: &Config) -> Result<()> {
-    fail_if_exists(cfg, "w2")?;
+    fail_if_exists(cfg, "w2").await?;
     let table = cfg.table("w2")?;
     let (commits, rows) = (cfg.w2_commits(), cfg.w2_rows_per_commit());
     let data = make_events(0, commits * rows, SEED);
@@ -1261,7 +1297,7 @@ async fn w7_delete(cfg: &Config) -> Result<()> {
 /// pass (the binary next to this one, default policy); snapshot open and full scan
 /// timed before and after.
 async fn c1_compactor_seed(cfg: &Config) -> Result<()> {
-    fail_if_exists(cfg, "c1")?;
+    fail_if_exists(cfg, "c1").await?;
     let compactor = std::env::current_exe()?
         .parent()
         .ok_or_else(|| anyhow!("no directory for this executable"))?
@@ -1439,27 +1475,36 @@ fn meta_record(cfg: &Config) -> Value {
         "cpu": cpu,
         "mem_gib": mem_gib,
         "compression": "zstd(1)",
+        "tables": cfg.tables.clone().unwrap_or_else(|| "local disk".into()),
     })
 }
 
 fn run_all(cfg: &Config, steps: &[String], out: Option<&Path>, clean: bool) -> Result<u8> {
     std::fs::create_dir_all(&cfg.root)
         .with_context(|| format!("creating {}", cfg.root.display()))?;
+    if cfg.tables.is_some() {
+        if let Some(s) = steps.iter().find(|s| !REMOTE_STEPS.contains(&s.as_str())) {
+            bail!(
+                "step {s} runs on local tables only; with --tables: {}",
+                REMOTE_STEPS.join(", ")
+            );
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     if clean {
         for t in TABLES {
-            let p = cfg.table_path(t);
-            if p.exists() {
-                std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
-            }
+            rt.block_on(cfg.remove_table(t))?;
         }
         let _ = std::fs::remove_file(cfg.state_file());
     } else {
         for s in steps {
             if let Some(t) = created_table(s).filter(|_| IMPLEMENTED.contains(&s.as_str())) {
-                if cfg.table_path(t).exists() {
+                if rt.block_on(cfg.table_exists(t))? {
                     bail!(
                         "{} already holds table {t} (step {s} creates it); pass --clean to replace this benchmark's tables",
-                        cfg.root.display()
+                        cfg.table_uri(t)?
                     );
                 }
             }
@@ -1513,6 +1558,7 @@ fn run_all(cfg: &Config, steps: &[String], out: Option<&Path>, clean: bool) -> R
             .arg(&cfg.root)
             .arg("--scale")
             .arg(cfg.scale.to_string())
+            .args(cfg.tables.iter().flat_map(|t| ["--tables", t]))
             .arg("--step")
             .arg(step)
             .stdout(Stdio::piped())
@@ -1577,6 +1623,7 @@ fn real_main() -> Result<u8> {
     let cfg = Config {
         root: args.root.clone(),
         scale: args.scale,
+        tables: args.tables.clone(),
     };
     if let Some(step) = &args.step {
         std::fs::create_dir_all(&cfg.root)?;
@@ -1696,11 +1743,13 @@ mod tests {
         let cfg = Config {
             root: PathBuf::new(),
             scale: 0.00125,
+            tables: None,
         };
         assert_eq!(cfg.w2_commits(), 10); // max(10, round(2.5) = 2)
         let cfg = Config {
             root: PathBuf::new(),
             scale: 0.01,
+            tables: None,
         };
         assert_eq!(cfg.w1_rows_per_commit(), 10_000);
         assert_eq!(cfg.w2_commits(), 20);
