@@ -1,5 +1,7 @@
-//! The compactor's configuration: a TOML file, defaults for every knob, and the policy
-//! resolution rule (built-in defaults < `[defaults]` < table properties < `[[table]]`).
+//! The compactor's configuration: a TOML file, defaults for every knob, the policy
+//! resolution rule (built-in defaults < `[defaults]` < table properties < `[[table]]`)
+//! and the storage options rule (`AWS_*` environment < `[service.storage_options]` <
+//! `--storage-option` flags < the table's `[[table]] storage_options`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use shoal_format::ops::optimize::{parse_size, CompactionTrigger};
-use shoal_format::storage::RedactedOptions;
+use shoal_format::storage::{RedactedOptions, StorageOptions};
 
 /// A configuration error: which key, and why.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +34,7 @@ pub struct Config {
     /// Policy defaults for every table.
     #[serde(default)]
     pub defaults: PolicyConfig,
-    /// Tables watched explicitly, each with optional policy overrides.
+    /// Tables watched explicitly, each with optional policy overrides and storage options.
     #[serde(default, rename = "table")]
     pub tables: Vec<TableEntry>,
 }
@@ -60,8 +62,9 @@ pub struct ServiceConfig {
     pub log_format: LogFormat,
     /// Name written into leases (default: host, pid and a random suffix).
     pub owner: Option<String>,
-    /// Options for the object store of every table and of the warehouse (S3 endpoint,
-    /// credentials, …; over the `AWS_*` environment). `{:?}` shows the keys only.
+    /// Options for the object store of the warehouse and of every table (S3 endpoint,
+    /// credentials, …; over the `AWS_*` environment); a `[[table]]` entry's own
+    /// `storage_options` go over these. `{:?}` shows the keys only.
     pub storage_options: RedactedOptions,
 }
 
@@ -117,12 +120,26 @@ pub struct PolicyConfig {
     pub log_cleanup_interval: Option<String>,
 }
 
-/// One explicitly listed table: `uri` plus any policy key.
+/// One explicitly listed table: `uri`, any policy key, and `storage_options` for its
+/// store (over the service's).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "toml::Table")]
 pub struct TableEntry {
     pub uri: String,
     pub policy: PolicyConfig,
+    /// `{:?}` shows the keys only.
+    pub storage_options: RedactedOptions,
+}
+
+impl TableEntry {
+    /// An entry with no overrides (a `--table` flag).
+    pub fn new(uri: &str) -> Self {
+        TableEntry {
+            uri: uri.to_string(),
+            policy: PolicyConfig::default(),
+            storage_options: RedactedOptions::default(),
+        }
+    }
 }
 
 impl TryFrom<toml::Table> for TableEntry {
@@ -134,9 +151,23 @@ impl TryFrom<toml::Table> for TableEntry {
             Some(_) => return Err("`uri` of a [[table]] must be a string".into()),
             None => return Err("every [[table]] needs a `uri`".into()),
         };
+        let storage_options = match t.remove("storage_options") {
+            // The error would quote the value, which may be a credential.
+            Some(v) => RedactedOptions::deserialize(v).map_err(|_| {
+                format!(
+                    "table `{uri}`: `storage_options` must be a table of key = value \
+                     (strings, booleans or numbers)"
+                )
+            })?,
+            None => RedactedOptions::default(),
+        };
         let policy = PolicyConfig::deserialize(toml::Value::Table(t))
             .map_err(|e| format!("table `{uri}`: {e}"))?;
-        Ok(TableEntry { uri, policy })
+        Ok(TableEntry {
+            uri,
+            policy,
+            storage_options,
+        })
     }
 }
 
@@ -150,7 +181,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
         config.validate()?;
         Ok(config)
     }
@@ -202,11 +233,82 @@ impl Config {
         let mut p = Policy::default();
         p.apply_config("defaults", &self.defaults)?;
         p.apply_properties(properties)?;
-        if let Some(t) = self.tables.iter().find(|t| same_table(&t.uri, uri)) {
+        if let Some(t) = self.entry(uri) {
             p.apply_config(&format!("table `{}`", t.uri), &t.policy)?;
         }
         Ok(p)
     }
+
+    /// The storage options of a table: `[service.storage_options]` (the `--storage-option`
+    /// flags over them), then the table's `[[table]] storage_options` over those. Keys
+    /// are compared case-insensitively, as the stores read them.
+    pub fn storage_options_for(&self, uri: &str) -> RedactedOptions {
+        let mut options = self.service.storage_options.clone();
+        if let Some(t) = self.entry(uri) {
+            merge_options(&mut options, t.storage_options.options());
+        }
+        options
+    }
+
+    /// The `[[table]]` entry of a table, if it is listed.
+    fn entry(&self, uri: &str) -> Option<&TableEntry> {
+        self.tables.iter().find(|t| same_table(&t.uri, uri))
+    }
+}
+
+/// Puts `over` over `base`, a key replacing any spelling of it (`AWS_REGION` and
+/// `aws_region` are one option to the store, so only one may remain).
+pub fn merge_options(base: &mut RedactedOptions, over: &StorageOptions) {
+    let mut merged = base.options().clone();
+    for (key, value) in over {
+        merged.retain(|k, _| !k.trim().eq_ignore_ascii_case(key.trim()));
+        merged.insert(key.clone(), value.clone());
+    }
+    *base = RedactedOptions(merged);
+}
+
+/// A TOML error as its message and position, without the excerpt of the file that
+/// `toml` shows and without the quoted values serde puts in messages (`invalid type:
+/// string "…"`): either may be a credential (say, one put at the wrong level). Keys and
+/// field names, quoted with backticks, stay.
+fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = redact_quoted(e.message().trim_end());
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before[line_start..].chars().count() + 1;
+            ConfigError::Parse(format!("line {line}, column {column}: {message}"))
+        }
+        None => ConfigError::Parse(message),
+    }
+}
+
+/// Replaces the contents of every double-quoted string (with `\"` escapes) by `…`.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        out.push('…');
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    out.push('"');
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 fn same_table(a: &str, b: &str) -> bool {
@@ -492,6 +594,95 @@ mod tests {
         assert_eq!(o["aws_endpoint_url"], "http://127.0.0.1:8333");
         assert!(!format!("{config:?}").contains("SUPERSECRET"));
         assert!(Config::parse("[service]\nstorage_option = {}").is_err());
+    }
+
+    #[test]
+    fn table_storage_options_go_over_the_service_ones_and_stay_hidden() {
+        let config = Config::parse(
+            r#"
+            [service]
+            warehouse = "s3://bucket/wh"
+            [service.storage_options]
+            aws_endpoint_url = "http://127.0.0.1:8333"
+            AWS_REGION = "us-east-1"
+            aws_secret_access_key = "SERVICESECRET"
+            [[table]]
+            uri = "s3://other/events"
+            min_small_files = 4
+            [table.storage_options]
+            aws_endpoint_url = "http://10.0.0.7:9000"
+            aws_region = "eu-west-1"
+            aws_secret_access_key = "TABLESECRET"
+            aws_allow_http = true
+            [[table]]
+            uri = "s3://bucket/wh/clicks"
+            storage_options = { aws_access_key_id = "clicks-key" }
+            "#,
+        )
+        .unwrap();
+        let events = config.storage_options_for("s3://other/events/");
+        let o = events.options();
+        assert_eq!(o["aws_endpoint_url"], "http://10.0.0.7:9000", "table wins");
+        assert_eq!(o["aws_secret_access_key"], "TABLESECRET");
+        assert_eq!(o["aws_allow_http"], "true");
+        assert_eq!(o["aws_region"], "eu-west-1");
+        assert!(
+            !o.contains_key("AWS_REGION"),
+            "one spelling of a key: {events:?}"
+        );
+        assert_eq!(o.len(), 4);
+        let p = config.policy_for("s3://other/events", &HashMap::new());
+        assert_eq!(
+            p.unwrap().trigger.min_small_files,
+            4,
+            "policy keys still apply"
+        );
+        // An entry with options of its own for a table of the warehouse.
+        let clicks = config.storage_options_for("s3://bucket/wh/clicks");
+        assert_eq!(clicks.options()["aws_access_key_id"], "clicks-key");
+        assert_eq!(clicks.options()["aws_secret_access_key"], "SERVICESECRET");
+        // A discovered table without an entry: the service's options.
+        assert_eq!(
+            config.storage_options_for("s3://bucket/wh/other"),
+            config.service.storage_options
+        );
+        for shown in [format!("{config:?}"), format!("{events:?}")] {
+            assert!(!shown.contains("SECRET"), "{shown}");
+            assert!(shown.contains("aws_secret_access_key"), "{shown}");
+        }
+        // Flags go over the service's options, under the table's.
+        let mut service = config.service.storage_options.clone();
+        merge_options(
+            &mut service,
+            &[("aws_region".to_string(), "ap-south-1".to_string())].into(),
+        );
+        assert_eq!(service.options()["aws_region"], "ap-south-1");
+        assert!(!service.options().contains_key("AWS_REGION"));
+    }
+
+    #[test]
+    fn config_errors_never_quote_a_value() {
+        let cases = [
+            // A credential put at the wrong level: an unknown key of the entry.
+            "[[table]]\nuri = \"t\"\naws_secret_access_key = \"MISPLACED_SECRET\"\n",
+            "[[table]]\nuri = \"t\"\nstorage_options = \"aws_secret_access_key=SHAPE_SECRET\"\n",
+            "[service]\nstorage_options = \"aws_secret_access_key=SERVICE_SECRET\"\n",
+            "[service]\n[service.storage_options]\nkey = [\"ARRAY_SECRET\"]\n",
+            "[service]\nstorage_option = { aws_secret_access_key = \"TYPO_SECRET\" }\n",
+        ];
+        for text in cases {
+            let e = Config::parse(text).unwrap_err().to_string();
+            assert!(!e.contains("SECRET"), "{e}");
+            assert!(e.contains("line "), "{e}");
+        }
+        let e = Config::parse(cases[0]).unwrap_err().to_string();
+        assert!(e.contains("aws_secret_access_key"), "names the key: {e}");
+        let e = Config::parse(cases[1]).unwrap_err().to_string();
+        assert!(e.contains("storage_options"), "{e}");
+        assert_eq!(
+            redact_quoted(r#"invalid type: string "a\"b", expected `x`"#),
+            r#"invalid type: string "…", expected `x`"#
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use shoal_compactor::config::{Config, LogFormat, TableEntry};
+use shoal_compactor::config::{merge_options, Config, LogFormat, TableEntry};
 use shoal_compactor::daemon::{run_daemon, run_once, tables_to_watch};
 use shoal_compactor::metrics::Metrics;
 use shoal_compactor::{default_owner, Runner};
@@ -32,9 +32,10 @@ struct Args {
     /// Watch every table under this root (default when nothing else is given: ./warehouse).
     #[arg(long)]
     warehouse: Option<String>,
-    /// An option for the object store of every table, `key=value` (repeatable), e.g.
-    /// `aws_endpoint_url=http://127.0.0.1:8333`; over `[service.storage_options]` and
-    /// the `AWS_*` environment.
+    /// An option for the object store of the warehouse and every table, `key=value`
+    /// (repeatable), e.g. `aws_endpoint_url=http://127.0.0.1:8333`; over
+    /// `[service.storage_options]` and the `AWS_*` environment, under a `[[table]]`
+    /// entry's own `storage_options`.
     #[arg(long = "storage-option", value_name = "KEY=VALUE", value_parser = parse_storage_option)]
     storage_options: Vec<(String, String)>,
     /// Serve /metrics and /healthz here.
@@ -101,8 +102,10 @@ fn load_config(args: &Args) -> Result<Config> {
     if let Some(o) = &args.owner {
         s.owner = Some(o.clone());
     }
-    s.storage_options
-        .extend(args.storage_options.iter().cloned());
+    merge_options(
+        &mut s.storage_options,
+        &args.storage_options.iter().cloned().collect(),
+    );
     let d = &mut config.defaults;
     if let Some(n) = args.min_small_files {
         d.min_small_files = Some(n);
@@ -118,10 +121,7 @@ fn load_config(args: &Args) -> Result<Config> {
     }
     for t in &args.tables {
         if !config.tables.iter().any(|e| &e.uri == t) {
-            config.tables.push(TableEntry {
-                uri: t.clone(),
-                policy: Default::default(),
-            });
+            config.tables.push(TableEntry::new(t));
         }
     }
     if config.service.warehouse.is_none() && config.tables.is_empty() {

@@ -113,8 +113,8 @@ impl Runner {
         cancel: &watch::Receiver<bool>,
         report: &mut RunReport,
     ) -> Result<(), CompactorError> {
-        let store =
-            TableStore::from_uri_with_options(uri, self.config.service.storage_options.options())?;
+        let options = self.config.storage_options_for(uri);
+        let store = TableStore::from_uri_with_options(uri, options.options())?;
         let snapshot = Snapshot::load(&store, None).await?;
         let properties = snapshot
             .metadata()

@@ -1,6 +1,7 @@
 //! The services on the S3 gateway: shoal-server over an `s3://` warehouse (create,
 //! append, scan, list), the compactor binary on S3 tables configured only through
-//! `--storage-option` flags or `[service.storage_options]` (no `AWS_*` environment),
+//! `--storage-option` flags, `[service.storage_options]` or a `[[table]]` entry's own
+//! `storage_options` (no `AWS_*` environment),
 //! two compactors racing on one S3 table, and a short torture run (writers, DELETE,
 //! MERGE and compactor passes at once) checked against a model at sampled versions.
 
@@ -271,6 +272,71 @@ async fn compactor_once_compacts_an_s3_table_from_flags_alone() {
 
     let after = file_count(&t).await;
     assert!(after <= 2, "{before} files became {after}");
+    assert_eq!(rows_at(&t, None).await, model_rows(&model));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compactor_once_opens_a_table_with_its_own_storage_options() {
+    let Some(base) = s3_base("per-table storage options on S3") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let uri = s3_uri(&base, "compact-table-options");
+    let model = small_files_table(&uri, 12, 30).await;
+    let t = Table::at(&uri).unwrap();
+    assert_eq!(file_count(&t).await, 24, "12 appends into 2 partitions");
+
+    // The service's options point at nothing (and fail fast); the table's entry carries
+    // the gateway's endpoint and keys.
+    let wrong_secret = "wrong-service-secret";
+    let config = |table_options: bool| {
+        let mut text =
+            String::from("[service]\nlog_format = \"json\"\n[service.storage_options]\n");
+        text.push_str("aws_endpoint_url = \"http://127.0.0.1:9\"\naws_allow_http = true\n");
+        text.push_str(&format!(
+            "aws_access_key_id = \"wrong\"\naws_secret_access_key = \"{wrong_secret}\"\n"
+        ));
+        text.push_str("shoal_max_retries = 0\nshoal_retry_timeout = \"1s\"\n");
+        text.push_str(&format!(
+            "[[table]]\nuri = {}\nmin_small_files = 2\n",
+            json!(uri)
+        ));
+        if table_options {
+            text.push_str("[table.storage_options]\n");
+            for (k, v) in s3_options() {
+                text.push_str(&format!("{k} = {}\n", json!(v)));
+            }
+        }
+        let path = dir.path().join(format!("compactor-{table_options}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let run = |config: &std::path::Path| {
+        let mut cmd = compactor_without_aws_env();
+        cmd.args(["--once", "--config"]).arg(config);
+        let out = cmd.output().unwrap();
+        let log = stderr_of(&out);
+        assert_no_secret(&log);
+        assert!(
+            !log.contains(wrong_secret),
+            "the service's secret appears in the log"
+        );
+        (out.status.success(), log)
+    };
+
+    // Without the entry's options the run fails on the service's: they are wrong indeed.
+    let (ok, log) = run(&config(false));
+    assert!(
+        !ok,
+        "the service's options must not reach the gateway:\n{log}"
+    );
+    assert!(log.contains("run failed"), "{log}");
+    assert_eq!(file_count(&t).await, 24);
+
+    let (ok, log) = run(&config(true));
+    assert!(ok, "compactor failed:\n{log}");
+    assert_eq!(compacted_counts(&log), vec![24], "{log}");
+    assert!(file_count(&t).await <= 2);
     assert_eq!(rows_at(&t, None).await, model_rows(&model));
 }
 
