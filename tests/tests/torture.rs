@@ -953,7 +953,7 @@ fn replay(
                     );
                     &empty
                 });
-            if let Err(e) = apply(&mut state, &then, &j.op, v, read_version) {
+            if let Err(e) = apply(&mut state, then, &j.op, v, read_version) {
                 panic!(
                     "version {v} by {} ({}, read version {read_version}): {e}",
                     j.worker,
