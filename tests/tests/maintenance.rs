@@ -286,10 +286,14 @@ async fn vacuum_removes_old_orphans_and_spares_young_hidden_and_log_files() {
     let now = now_ms();
     let old = now - 10 * DAY_MS;
     let young = now - DAY_MS;
+    // Staging files of writes killed midway (`<name>#<n>`, object_store's local
+    // store renames them into place) are orphans too, though listings skip them.
     let doomed = [
         "orphan-old.parquet",
         "sub/dir/orphan-old.parquet",
         "_change_data/cdc-old.parquet",
+        "part-00000-killed.parquet#3",
+        "p=x/part-00001-killed.parquet#12",
     ];
     for p in doomed {
         put_file(&root, p, old);
@@ -302,6 +306,8 @@ async fn vacuum_removes_old_orphans_and_spares_young_hidden_and_log_files() {
         "sub/_temporary/x.parquet",
         "_delta_log/zz-not-a-commit.json",
         "_delta_log/00000000000000000000.crc",
+        "_delta_log/00000000000000000009.json#4",
+        "_hidden/x.parquet#1",
     ];
     for p in spared {
         put_file(&root, p, old);
@@ -345,8 +351,8 @@ async fn vacuum_removes_old_orphans_and_spares_young_hidden_and_log_files() {
     let mut expected: Vec<String> = doomed.iter().map(|s| s.to_string()).collect();
     expected.sort();
     assert_eq!(dry.paths, expected);
-    assert_eq!(dry.files_deleted, 3);
-    assert_eq!(dry.bytes_deleted, 3 * 25);
+    assert_eq!(dry.files_deleted, 5);
+    assert_eq!(dry.bytes_deleted, 5 * 25);
     assert_eq!(dry.files_kept, data_files.len() + 1, "data + young orphan");
     assert_eq!(files_on_disk(&root), on_disk_before);
     assert_eq!(t.snapshot().await.unwrap().version(), versions_before);

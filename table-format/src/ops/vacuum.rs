@@ -368,7 +368,13 @@ impl VacuumBuilder {
         let mut deletes = futures::stream::iter(candidates)
             .map(|c| {
                 let store = self.store.clone();
-                async move { store.delete(&c.location).await.map(|()| c) }
+                async move {
+                    if c.staging {
+                        store.delete_staging(&c.relative).await.map(|()| c)
+                    } else {
+                        store.delete(&c.location).await.map(|()| c)
+                    }
+                }
             })
             .buffer_unordered(self.concurrency);
         while let Some(r) = deletes.next().await {
@@ -480,6 +486,8 @@ struct Candidate {
     location: Path,
     relative: String,
     size: u64,
+    /// A local staging file of a killed write (deleted by name, never listed).
+    staging: bool,
 }
 
 struct Walk {
@@ -537,8 +545,25 @@ async fn walk(store: &TableStore, plan: &VacuumPlan, concurrency: usize) -> Resu
                 location: meta.location,
                 relative,
                 size: meta.size,
+                staging: false,
             }),
             _ => out.kept += 1,
+        }
+    }
+    // Local disk: staging files of writes killed midway, which listings skip. Never
+    // referenced by the log, so they go once older than the retention window.
+    let partition_columns = plan.partition_columns.clone();
+    let leftovers = store
+        .staging_leftovers(move |dir| !is_hidden(dir, &partition_columns))
+        .await?;
+    for (relative, size, modified) in leftovers {
+        if plan.decide(&relative, modified) == FileDecision::Delete {
+            out.candidates.push(Candidate {
+                location: Path::from(relative.as_str()),
+                relative,
+                size,
+                staging: true,
+            });
         }
     }
     out.directories += seen_dirs.len();

@@ -376,6 +376,79 @@ impl TableStore {
         Ok(out)
     }
 
+    /// On local disk, the staging files that writes killed midway left behind:
+    /// object_store's local store writes `<name>#<n>` and then renames it into place, and
+    /// listings skip those names, so VACUUM asks for them here. Returns (path relative
+    /// to the root, size, modification ms) for directories `descend` accepts (by name).
+    /// Empty on other stores (their uploads appear whole or not at all).
+    pub async fn staging_leftovers(
+        &self,
+        descend: impl Fn(&str) -> bool + Send + 'static,
+    ) -> Result<Vec<(String, u64, i64)>> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(Vec::new());
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let mut stack = vec![(root.clone(), String::new())];
+            while let Some((dir, prefix)) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::from(e)),
+                };
+                for entry in entries.flatten() {
+                    let Ok(name) = entry.file_name().into_string() else {
+                        continue;
+                    };
+                    let Ok(kind) = entry.file_type() else {
+                        continue;
+                    };
+                    let relative = format!("{prefix}{name}");
+                    if kind.is_dir() {
+                        if descend(&name) {
+                            stack.push((entry.path(), format!("{relative}/")));
+                        }
+                        continue;
+                    }
+                    let staging = name.rsplit_once('#').is_some_and(|(_, n)| {
+                        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                    });
+                    if !staging {
+                        continue;
+                    }
+                    let Ok(meta) = entry.metadata() else {
+                        continue;
+                    };
+                    let modified = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_millis() as i64);
+                    out.push((relative, meta.len(), modified));
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// Deletes a staging leftover found by [`Self::staging_leftovers`] (gone already
+    /// is fine).
+    pub async fn delete_staging(&self, relative: &str) -> Result<()> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let path = root.join(relative);
+        tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::from(e)),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+
     /// Whether the table lives on the local file system.
     pub fn is_local(&self) -> bool {
         self.local_root.is_some()
