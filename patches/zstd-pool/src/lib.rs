@@ -192,7 +192,9 @@ pub mod bulk {
             let mut x = seed;
             (0..n)
                 .map(|i| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     // Compressible: runs and a small alphabet, some noise.
                     if i % 7 == 0 {
                         (x >> 56) as u8
@@ -253,7 +255,9 @@ pub mod bulk {
         fn a_failed_call_leaves_the_pooled_context_usable() {
             let mut d = Decompressor::new().unwrap();
             let mut out = Vec::with_capacity(100);
-            assert!(d.decompress_to_buffer(b"not zstd at all", &mut out).is_err());
+            assert!(d
+                .decompress_to_buffer(b"not zstd at all", &mut out)
+                .is_err());
             drop(d);
             let data = sample(5_000, 1);
             let packed = Compressor::new(3).unwrap().compress(&data).unwrap();
