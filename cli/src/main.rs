@@ -1,6 +1,8 @@
 //! `shoal`: the operator's command line for Shoal tables.
 
 mod input;
+mod progress;
+mod report;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -27,6 +29,10 @@ struct Cli {
     /// `aws_endpoint_url=http://127.0.0.1:8333`; the `AWS_*` environment applies too.
     #[arg(long = "storage-option", global = true, value_name = "KEY=VALUE", value_parser = parse_storage_option)]
     storage_options: Vec<(String, String)>,
+    /// Draw no progress bars (they are drawn on stderr only when it is a terminal,
+    /// `TERM` is not `dumb` and `--json` is not given).
+    #[arg(long, global = true)]
+    no_progress: bool,
 }
 
 fn parse_storage_option(s: &str) -> std::result::Result<(String, String), String> {
@@ -97,6 +103,9 @@ enum Command {
         /// With --mode overwrite: replace only the rows matching this predicate.
         #[arg(long)]
         replace_where: Option<String>,
+        /// Print one JSON object on stdout (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete the rows matching a predicate (copy-on-write).
     Delete {
@@ -104,6 +113,9 @@ enum Command {
         /// Rows to delete, e.g. "country = 'XX' AND ts < TIMESTAMP '2024-01-01 00:00:00'".
         #[arg(long = "where")]
         predicate: String,
+        /// Print one JSON object on stdout (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Upsert the rows of a file into a table (MERGE on key columns).
     Merge {
@@ -130,6 +142,9 @@ enum Command {
         app_id: Option<String>,
         #[arg(long, requires = "app_id")]
         app_version: Option<i64>,
+        /// Print one JSON object on stdout (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Compact small files (bin-packing), or cluster them with --zorder-by.
     Optimize {
@@ -146,6 +161,7 @@ enum Command {
         /// Z-order files already clustered by the same columns too.
         #[arg(long)]
         full: bool,
+        /// Print one JSON object on stdout (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -165,6 +181,7 @@ enum Command {
         /// Also delete expired commits and checkpoints (delta.logRetentionDuration).
         #[arg(long)]
         logs: bool,
+        /// Print one JSON object on stdout (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -180,6 +197,9 @@ enum Command {
         /// RFC 3339, e.g. 2024-01-01T00:00:00Z
         #[arg(long)]
         timestamp: Option<String>,
+        /// Print one JSON object on stdout (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Update the rows matching a predicate.
     Update {
@@ -190,6 +210,9 @@ enum Command {
         /// Rows to update (every row when omitted).
         #[arg(long = "where")]
         predicate: Option<String>,
+        /// Print one JSON object on stdout (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Read rows of a table, optionally at an older version or timestamp.
     Scan {
@@ -219,6 +242,7 @@ enum Command {
         table: String,
         #[arg(long)]
         limit: Option<usize>,
+        /// Print one JSON object on stdout (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -229,11 +253,17 @@ enum Command {
         version: Option<i64>,
         #[arg(long)]
         timestamp: Option<String>,
+        /// Print one JSON object on stdout (for scripts) instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Write a checkpoint of the latest version.
-    Checkpoint { table: String },
+    Checkpoint {
+        table: String,
+        /// Print one JSON object on stdout (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -337,6 +367,7 @@ async fn snapshot_of(
 async fn run(cli: Cli) -> Result<()> {
     let options: shoal_format::StorageOptions = cli.storage_options.into_iter().collect();
     let open = |uri: &str| Table::at_with_options(uri, &options);
+    let no_progress = cli.no_progress;
     match cli.command {
         Command::Write {
             table,
@@ -349,6 +380,7 @@ async fn run(cli: Cli) -> Result<()> {
             properties,
             target_file_size,
             replace_where,
+            json,
         } => {
             let mut batches: Vec<RecordBatch> = Vec::new();
             for f in &files {
@@ -383,7 +415,9 @@ async fn run(cli: Cli) -> Result<()> {
                 w = w.with_replace_where(p);
             }
             let r = w.execute().await?;
-            if r.already_applied {
+            if json {
+                report::print(&report::write(&r));
+            } else if r.already_applied {
                 print_already_applied(app_id.as_deref(), app_version, r.version);
             } else {
                 println!(
@@ -479,10 +513,18 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::Delete { table, predicate } => {
+        Command::Delete {
+            table,
+            predicate,
+            json,
+        } => {
             let t = open(&table)?;
             let r = t.delete().with_predicate(predicate).execute().await?;
-            print_row_change(&r, "deleted");
+            if json {
+                report::print(&report::row_change(&r, "rows_deleted"));
+            } else {
+                print_row_change(&r, "deleted");
+            }
         }
         Command::Merge {
             table,
@@ -495,6 +537,7 @@ async fn run(cli: Cli) -> Result<()> {
             schema_mode,
             app_id,
             app_version,
+            json,
         } => {
             let batches = input::read_file(&source)?;
             let condition = on
@@ -528,7 +571,9 @@ async fn run(cli: Cli) -> Result<()> {
                 m = m.with_app_transaction(id, v);
             }
             let r = m.execute().await?;
-            if r.already_applied {
+            if json {
+                report::print(&report::merge(&r));
+            } else if r.already_applied {
                 print_already_applied(app_id.as_deref(), app_version, r.version);
             } else if r.unchanged {
                 println!(
@@ -559,7 +604,10 @@ async fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let t = open(&table)?;
-            let mut o = t.optimize().with_full(full);
+            let bars = progress::bars(json, no_progress);
+            let mut o = progress::attach(t.optimize().with_full(full), &bars, |o, p| {
+                o.with_progress(p)
+            });
             if let Some(cols) = &zorder_by {
                 o = o.with_zorder_by(cols);
             }
@@ -570,22 +618,9 @@ async fn run(cli: Cli) -> Result<()> {
                 o = o.with_partition_filter(p);
             }
             let r = o.execute().await?;
+            drop(bars);
             if json {
-                println!(
-                    "{}",
-                    json!({
-                        "version": r.version,
-                        "unchanged": r.unchanged,
-                        "files_removed": r.files_removed,
-                        "files_added": r.files_added,
-                        "bytes_before": r.bytes_before,
-                        "bytes_after": r.bytes_after,
-                        "partitions_optimized": r.partitions_optimized,
-                        "files_considered": r.files_considered,
-                        "files_skipped": r.files_skipped,
-                        "bins_abandoned": r.bins_abandoned,
-                    })
-                );
+                report::print(&report::optimize(&r));
             } else if r.unchanged {
                 println!(
                     "nothing to optimize ({} file(s) considered); table at version {}",
@@ -613,13 +648,16 @@ async fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let t = open(&table)?;
-            let r = t
+            let bars = progress::bars(json, no_progress);
+            let vacuum = t
                 .vacuum()
                 .with_retention_hours(retain)
                 .with_dry_run(dry_run)
-                .with_force(force)
+                .with_force(force);
+            let r = progress::attach(vacuum, &bars, |v, p| v.with_progress(p))
                 .execute()
                 .await?;
+            drop(bars);
             let cleanup = if logs {
                 Some(
                     shoal_format::ops::vacuum::LogCleanupBuilder::new(t.store().clone())
@@ -631,17 +669,7 @@ async fn run(cli: Cli) -> Result<()> {
                 None
             };
             if json {
-                println!(
-                    "{}",
-                    json!({
-                        "dry_run": r.dry_run,
-                        "files_deleted": r.files_deleted,
-                        "bytes_deleted": r.bytes_deleted,
-                        "files_kept": r.files_kept,
-                        "paths": r.paths,
-                        "log_files_deleted": cleanup.as_ref().map(|c| c.files_deleted),
-                    })
-                );
+                report::print(&report::vacuum(&r, cleanup.as_ref()));
             } else {
                 let verb = if r.dry_run { "would delete" } else { "deleted" };
                 if r.dry_run {
@@ -668,6 +696,7 @@ async fn run(cli: Cli) -> Result<()> {
             table,
             version,
             timestamp,
+            json,
         } => {
             let t = open(&table)?;
             let mut b = t.restore();
@@ -678,7 +707,9 @@ async fn run(cli: Cli) -> Result<()> {
                 b = b.with_timestamp_ms(parse_timestamp(ts)?);
             }
             let r = b.execute().await?;
-            if r.unchanged {
+            if json {
+                report::print(&report::restore(&r));
+            } else if r.unchanged {
                 println!(
                     "the table already holds the data of the requested version; nothing committed (version {})",
                     r.version
@@ -694,6 +725,7 @@ async fn run(cli: Cli) -> Result<()> {
             table,
             assignments,
             predicate,
+            json,
         } => {
             let t = open(&table)?;
             let mut u = t.update();
@@ -704,26 +736,24 @@ async fn run(cli: Cli) -> Result<()> {
                 u = u.with_predicate(p);
             }
             let r = u.execute().await?;
-            print_row_change(&r, "updated");
+            if json {
+                report::print(&report::row_change(&r, "rows_updated"));
+            } else {
+                print_row_change(&r, "updated");
+            }
         }
         Command::History { table, limit, json } => {
             let t = open(&table)?;
             let entries = t.history(limit).await?;
             if json {
-                for e in entries {
-                    let mut ci = e.commit_info.0.clone();
-                    ci.insert("version".into(), json!(e.version));
-                    println!("{}", serde_json::Value::Object(ci));
-                }
+                report::print(&report::history(&entries));
             } else {
                 println!(
                     "{:>8}  {:<24}  {:<22}  parameters / metrics",
                     "version", "timestamp", "operation"
                 );
                 for e in entries {
-                    let ts = chrono::DateTime::from_timestamp_millis(e.timestamp)
-                        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                        .unwrap_or_default();
+                    let ts = report::rfc3339(e.timestamp);
                     let params = e
                         .commit_info
                         .0
@@ -763,9 +793,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
                 .collect();
             props.sort();
-            let ts = chrono::DateTime::from_timestamp_millis(snap.timestamp())
-                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                .unwrap_or_default();
+            let ts = report::rfc3339(snap.timestamp());
             if json {
                 let v = json!({
                     "location": table,
@@ -782,7 +810,7 @@ async fn run(cli: Cli) -> Result<()> {
                     "num_rows": rows,
                     "checkpoint_version": snap.checkpoint_version(),
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                report::print(&v);
             } else {
                 println!("location:    {table}");
                 println!("version:     {} ({ts})", snap.version());
@@ -837,9 +865,13 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Checkpoint { table } => {
+        Command::Checkpoint { table, json } => {
             let t = open(&table)?;
             let cp = t.checkpoint().await?;
+            if json {
+                report::print(&report::checkpoint(&cp));
+                return Ok(());
+            }
             println!(
                 "checkpoint written at version {} ({} actions, {} bytes)",
                 cp.version,

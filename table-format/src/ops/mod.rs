@@ -6,6 +6,7 @@ pub mod delete;
 pub mod history;
 pub mod merge;
 pub mod optimize;
+pub mod progress;
 pub mod restore;
 pub(crate) mod rewrite;
 pub mod vacuum;

@@ -23,6 +23,7 @@ use futures::TryStreamExt;
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
+use super::progress::{Phase, Progress, Reporter};
 use crate::error::{ConflictKind, Error, Result};
 use crate::expr::{bind_predicate, may_match_file, parse_predicate, BoundExpr};
 use crate::protocol::features::check_write;
@@ -75,6 +76,7 @@ pub struct OptimizeBuilder {
     trigger: CompactionTrigger,
     /// Input bytes one call may rewrite (whole bins; at least one bin).
     max_input_bytes: Option<u64>,
+    progress: Reporter,
 }
 
 /// When a partition is worth rewriting. The default rewrites any partition with two or
@@ -155,7 +157,14 @@ impl OptimizeBuilder {
             memory_budget: 2 * 1024 * 1024 * 1024,
             trigger: CompactionTrigger::default(),
             max_input_bytes: None,
+            progress: Reporter::default(),
         }
+    }
+
+    /// Reports the rewrite (input bytes, per bin written) and the commit to `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = Reporter::new(progress);
+        self
     }
 
     /// Which partitions are rewritten (default: any with two small files).
@@ -260,6 +269,14 @@ impl OptimizeBuilder {
         let mut outputs: Vec<(Bin, Vec<Add>)> = Vec::with_capacity(bins.len());
         let mut options = self.options.clone();
         options.target_file_size = target;
+        let input_bytes = |bin: &Bin| bin.files.iter().map(|f| f.size.max(0) as u64).sum::<u64>();
+        let rewrite = self.progress.phase(
+            Phase::Rewrite {
+                bins: bins.len(),
+                files: bins.iter().map(|b| b.files.len()).sum(),
+            },
+            Some(bins.iter().map(input_bytes).sum()),
+        );
         for bin in bins {
             let adds = if self.zorder_by.is_empty() {
                 compact_bin(&snapshot, &bin, &options).await
@@ -274,7 +291,10 @@ impl OptimizeBuilder {
                 .await
             };
             match adds {
-                Ok(adds) => outputs.push((bin, adds)),
+                Ok(adds) => {
+                    rewrite.advance(input_bytes(&bin));
+                    outputs.push((bin, adds));
+                }
                 Err(e) => {
                     // The bins written so far are referenced by nothing: remove them.
                     for (_, adds) in &outputs {
@@ -285,6 +305,8 @@ impl OptimizeBuilder {
                 }
             }
         }
+        drop(rewrite);
+        let _commit = self.progress.phase(Phase::Commit, None);
         let mut base = snapshot.clone();
         let mut abandoned = 0usize;
         for attempt in 0..=MAX_REPLANS {
@@ -1007,5 +1029,57 @@ mod tests {
         let ids = buckets_of(Arc::new(arrow::array::StringArray::from(v)), 256);
         assert!(ids.windows(2).all(|w| w[0] <= w[1]));
         assert!(ids[999] - ids[0] > 200);
+    }
+
+    #[tokio::test]
+    async fn progress_sees_every_input_byte_of_the_bins_then_the_commit() {
+        use crate::ops::progress::recording::Recorder;
+        let t = crate::table::Table::at("memory://optimize-progress").unwrap();
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("id", ArrowType::Int64, true),
+        ]));
+        for i in 0..5i64 {
+            let ids = arrow::array::Int64Array::from_iter_values(i * 10..i * 10 + 10);
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap();
+            t.write(vec![batch]).execute().await.unwrap();
+        }
+        let input: u64 = t
+            .snapshot()
+            .await
+            .unwrap()
+            .files()
+            .iter()
+            .map(|f| f.size as u64)
+            .sum();
+        let recorder = Arc::new(Recorder::default());
+        let r = t
+            .optimize()
+            .with_progress(recorder.clone())
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!((r.files_removed, r.files_added, r.bins), (5, 1, 1));
+        assert_eq!(
+            recorder.phases(),
+            vec![
+                (
+                    Phase::Rewrite { bins: 1, files: 5 },
+                    Some(input),
+                    input,
+                    true
+                ),
+                (Phase::Commit, None, 0, true),
+            ]
+        );
+        // Nothing left to do: no phase starts.
+        let again = Arc::new(Recorder::default());
+        let r = t
+            .optimize()
+            .with_progress(again.clone())
+            .execute()
+            .await
+            .unwrap();
+        assert!(r.unchanged);
+        assert!(again.events().is_empty());
     }
 }

@@ -17,6 +17,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -24,6 +25,7 @@ use object_store::ObjectMeta;
 use serde_json::Value;
 use tracing::{info, warn};
 
+use super::progress::{Phase, PhaseGuard, Progress, Reporter};
 use crate::error::{Error, Result};
 use crate::log::{ListedFile, LogFileKind, LogFileName};
 use crate::protocol::features::{self, SUPPORTED_WRITER_FEATURES};
@@ -252,6 +254,7 @@ pub struct VacuumBuilder {
     force: bool,
     now_ms: Option<i64>,
     concurrency: usize,
+    progress: Reporter,
 }
 
 impl VacuumBuilder {
@@ -264,7 +267,15 @@ impl VacuumBuilder {
             force: false,
             now_ms: None,
             concurrency: DEFAULT_DELETE_CONCURRENCY,
+            progress: Reporter::default(),
         }
+    }
+
+    /// Reports the listing (files seen) and the deletes (files deleted of those to
+    /// delete) to `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = Reporter::new(progress);
+        self
     }
 
     /// Vacuum against a known snapshot instead of loading the latest.
@@ -316,7 +327,9 @@ impl VacuumBuilder {
             .now_ms
             .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
         let plan = VacuumPlan::new(&snapshot, now.saturating_sub(retention_ms));
-        let walk = walk(&self.store, &plan, self.concurrency).await?;
+        let listing = self.progress.phase(Phase::List, None);
+        let walk = walk(&self.store, &plan, self.concurrency, &listing).await?;
+        drop(listing);
         // A commit since the plan (RESTORE) may have revived files the plan would drop.
         let latest = snapshot.update().await?;
         let mut candidates = walk.candidates;
@@ -363,6 +376,9 @@ impl VacuumBuilder {
         let started = start.commit().await?;
         result.start_version = Some(started.version);
 
+        let deleting = self
+            .progress
+            .phase(Phase::Delete, Some(candidates.len() as u64));
         let mut deleted = Vec::with_capacity(candidates.len());
         let mut failure = None;
         let mut deletes = futures::stream::iter(candidates)
@@ -379,7 +395,10 @@ impl VacuumBuilder {
             .buffer_unordered(self.concurrency);
         while let Some(r) = deletes.next().await {
             match r {
-                Ok(c) => deleted.push(c),
+                Ok(c) => {
+                    deleting.advance(1);
+                    deleted.push(c);
+                }
                 Err(e) => {
                     failure = Some(e);
                     break;
@@ -387,6 +406,7 @@ impl VacuumBuilder {
             }
         }
         drop(deletes);
+        drop(deleting);
         deleted.sort_by(|a, b| a.relative.cmp(&b.relative));
         result.files_deleted = deleted.len();
         result.bytes_deleted = deleted.iter().map(|c| c.size).sum();
@@ -499,7 +519,12 @@ struct Walk {
 /// Lists the table: the root one level deep, then every non-hidden top-level directory
 /// recursively and concurrently, streaming; `_delta_log/` and other hidden directories
 /// are never listed. Holds only the candidates, not the listing.
-async fn walk(store: &TableStore, plan: &VacuumPlan, concurrency: usize) -> Result<Walk> {
+async fn walk(
+    store: &TableStore,
+    plan: &VacuumPlan,
+    concurrency: usize,
+    progress: &PhaseGuard<'_>,
+) -> Result<Walk> {
     let (root_files, dirs) = store.list_dir(store.root()).await?;
     let dirs: Vec<Path> = dirs
         .into_iter()
@@ -528,6 +553,7 @@ async fn walk(store: &TableStore, plan: &VacuumPlan, concurrency: usize) -> Resu
             Err(Error::Storage(object_store::Error::NotFound { .. })) => continue,
             Err(e) => return Err(e),
         };
+        progress.advance(1);
         let Some(relative) = store.relative(&meta.location) else {
             continue;
         };
@@ -972,5 +998,50 @@ mod tests {
             Some(4)
         );
         assert_eq!(compacted_end("00000000000000000002.json"), None);
+    }
+
+    #[tokio::test]
+    async fn progress_counts_the_files_listed_and_deleted() {
+        use crate::ops::progress::recording::Recorder;
+        use arrow::array::{Int64Array, RecordBatch};
+        use arrow::datatypes::{DataType, Field, Schema};
+        let dir = tempfile::tempdir().unwrap();
+        let t = crate::table::Table::at(dir.path().to_str().unwrap()).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        for i in 0..4i64 {
+            let ids = Int64Array::from_iter_values(i * 10..i * 10 + 10);
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids)]).unwrap();
+            t.write(vec![batch]).execute().await.unwrap();
+        }
+        t.optimize().execute().await.unwrap();
+        let later = chrono::Utc::now().timestamp_millis() + 3_600_000;
+        let vacuum = || {
+            t.vacuum()
+                .with_retention_hours(Some(0.0))
+                .with_force(true)
+                .with_now_ms(later)
+        };
+
+        // A dry run lists only.
+        let dry = Arc::new(Recorder::default());
+        let r = vacuum()
+            .with_dry_run(true)
+            .with_progress(dry.clone())
+            .execute()
+            .await
+            .unwrap();
+        assert_eq!(r.files_deleted, 4);
+        assert_eq!(dry.phases(), vec![(Phase::List, None, 5, true)]);
+
+        let rec = Arc::new(Recorder::default());
+        let r = vacuum().with_progress(rec.clone()).execute().await.unwrap();
+        assert_eq!(r.files_deleted, 4);
+        assert_eq!(
+            rec.phases(),
+            vec![
+                (Phase::List, None, 5, true),
+                (Phase::Delete, Some(4), 4, true)
+            ]
+        );
     }
 }
