@@ -824,6 +824,56 @@ fn interleave(buckets: &[u32], bits: u32) -> u64 {
     z
 }
 
+/// Where to cut Z-sorted rows (Z-values of `bits` bits) into about `files` output
+/// files so that every file is one aligned block of the curve: a block holds the rows
+/// whose Z-values share a prefix, and its min/max box is a cell of the grid on every
+/// column. Splitting the fullest block in two (on the next bit) until there are enough
+/// files goes level by level, so the cells stay balanced across the columns (with 100
+/// files over two columns: 1/8 of each column's range, or 1/8 by 1/16). Cutting at equal
+/// row counts instead leaves files straddling cells, whose stats then span both.
+/// Returns the first Z-value of every file but the first (ascending, distinct).
+fn aligned_cuts(sorted: &[u64], files: usize, bits: u32) -> Vec<u64> {
+    use std::collections::BinaryHeap;
+    let mut cuts: Vec<u64> = Vec::new();
+    if sorted.is_empty() || files <= 1 {
+        return cuts;
+    }
+    // (rows, start, end, prefix length) of each block still to consider.
+    let mut open = BinaryHeap::from([(sorted.len(), 0usize, sorted.len(), 0u32)]);
+    let mut done: Vec<(usize, usize)> = Vec::new();
+    while open.len() + done.len() < files {
+        let Some((_, start, end, level)) = open.pop() else {
+            break;
+        };
+        if level >= bits || sorted[start] == sorted[end - 1] {
+            done.push((start, end)); // one value: cannot be split
+            continue;
+        }
+        // The rows share the first `level` bits; split on the next one.
+        let bit = 1u64 << (bits - level - 1);
+        let mid = start + sorted[start..end].partition_point(|z| z & bit == 0);
+        for (a, b) in [(start, mid), (mid, end)] {
+            if a < b {
+                open.push((b - a, a, b, level + 1));
+            }
+        }
+    }
+    let mut starts: Vec<usize> = open
+        .into_iter()
+        .map(|(_, start, _, _)| start)
+        .chain(done.into_iter().map(|(start, _)| start))
+        .filter(|s| *s > 0)
+        .collect();
+    starts.sort_unstable();
+    for s in starts {
+        let v = sorted[s];
+        if cuts.last().is_none_or(|c| *c < v) {
+            cuts.push(v);
+        }
+    }
+    cuts
+}
+
 /// The Z-values of a batch's rows.
 fn z_values(
     batch: &RecordBatch,
@@ -897,20 +947,12 @@ async fn zorder_bin(
     while let Some(batch) = stream.try_next().await? {
         z.extend(z_values(&batch, columns, &buckets, bits)?);
     }
-    let rows = z.len();
     let input_bytes: u64 = bin.files.iter().map(|f| f.size.max(0) as u64).sum();
     let files_out = (input_bytes.div_ceil(options.target_file_size.max(1))).max(1) as usize;
-    let mut sorted = z.clone();
+    let mut sorted = z;
     sorted.sort_unstable();
-    let mut file_cuts: Vec<u64> = Vec::new();
-    for f in 1..files_out {
-        let v = sorted[f * rows / files_out];
-        if file_cuts.last() != Some(&v) {
-            file_cuts.push(v);
-        }
-    }
+    let file_cuts = aligned_cuts(&sorted, files_out, bits * columns.len() as u32);
     drop(sorted);
-    drop(z);
     let ranges = file_cuts.len() + 1;
     // Pass 2: all columns, distributed to key ranges; as many ranges per pass as the
     // memory budget holds (usually all of them).
@@ -971,6 +1013,35 @@ async fn zorder_bin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_aligned_blocks_of_the_curve() {
+        // Z-values 0..1024 (two 5-bit columns), 10 rows each.
+        let sorted: Vec<u64> = (0..1024u64).flat_map(|z| [z; 10]).collect();
+        assert_eq!(aligned_cuts(&sorted, 4, 10), vec![256, 512, 768]);
+        // Six files: four quadrants, two of them halved; every file a whole block.
+        let cuts = aligned_cuts(&sorted, 6, 10);
+        assert_eq!(cuts.len(), 5, "{cuts:?}");
+        let mut bounds = vec![0];
+        bounds.extend(&cuts);
+        bounds.push(1024);
+        for w in bounds.windows(2) {
+            let size = w[1] - w[0];
+            assert!(size.is_power_of_two() && w[0] % size == 0, "{cuts:?}");
+            assert!((128..=256).contains(&size), "{cuts:?}");
+        }
+        // Skewed rows: the fullest blocks are split first.
+        let skewed: Vec<u64> = (0..1024u64)
+            .flat_map(|z| vec![z; if z < 256 { 30 } else { 1 }])
+            .collect();
+        let cuts = aligned_cuts(&skewed, 8, 10);
+        assert!(cuts.iter().filter(|c| **c < 256).count() >= 4, "{cuts:?}");
+        assert!(aligned_cuts(&sorted, 1, 10).is_empty());
+        assert!(aligned_cuts(&[], 3, 10).is_empty());
+        // Few distinct values: as many files as values, no more.
+        let dup: Vec<u64> = [7u64; 50].into_iter().chain([9u64; 50]).collect();
+        assert_eq!(aligned_cuts(&dup, 5, 10), vec![9]);
+    }
 
     #[test]
     fn interleave_alternates_bits() {
