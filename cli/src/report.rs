@@ -131,20 +131,5 @@ pub fn checkpoint(cp: &shoal_format::log::LastCheckpoint) -> Value {
 
 /// The same entries as the HTTP API's history.
 pub fn history(entries: &[HistoryEntry]) -> Value {
-    let out: Vec<Value> = entries
-        .iter()
-        .map(|e| {
-            let ci = &e.commit_info.0;
-            json!({
-                "version": e.version,
-                "timestamp": rfc3339(e.timestamp),
-                "timestamp_ms": e.timestamp,
-                "operation": e.commit_info.operation(),
-                "operation_parameters": ci.get("operationParameters"),
-                "operation_metrics": ci.get("operationMetrics"),
-                "commit_info": Value::Object(ci.clone()),
-            })
-        })
-        .collect();
-    json!({ "history": out })
+    json!({ "history": entries.iter().map(HistoryEntry::to_json).collect::<Vec<_>>() })
 }

@@ -862,21 +862,7 @@ pub async fn history(
     state.authorize(&headers, &name, Level::Read)?;
     let table = state.warehouse().table(&name)?;
     let entries = table.history(p.parse::<usize>("limit")?).await?;
-    let out: Vec<Value> = entries
-        .into_iter()
-        .map(|e| {
-            let ci = &e.commit_info.0;
-            json!({
-                "version": e.version,
-                "timestamp": rfc3339(e.timestamp),
-                "timestamp_ms": e.timestamp,
-                "operation": e.commit_info.operation(),
-                "operation_parameters": ci.get("operationParameters"),
-                "operation_metrics": ci.get("operationMetrics"),
-                "commit_info": Value::Object(ci.clone()),
-            })
-        })
-        .collect();
+    let out: Vec<Value> = entries.iter().map(|e| e.to_json()).collect();
     Ok(Json(json!({"history": out})))
 }
 

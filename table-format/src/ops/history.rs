@@ -16,6 +16,24 @@ pub struct HistoryEntry {
     pub commit_info: CommitInfo,
 }
 
+impl HistoryEntry {
+    /// The entry as the HTTP API and `shoal history --json` show it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let ci = &self.commit_info.0;
+        serde_json::json!({
+            "version": self.version,
+            "timestamp": chrono::DateTime::from_timestamp_millis(self.timestamp)
+                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default(),
+            "timestamp_ms": self.timestamp,
+            "operation": self.commit_info.operation(),
+            "operation_parameters": ci.get("operationParameters"),
+            "operation_metrics": ci.get("operationMetrics"),
+            "commit_info": serde_json::Value::Object(ci.clone()),
+        })
+    }
+}
+
 /// The newest `limit` commits (all when `None`), newest first.
 pub async fn history(store: &TableStore, limit: Option<usize>) -> Result<Vec<HistoryEntry>> {
     let listed = list_log(store, None).await?;
