@@ -1,6 +1,7 @@
 //! The one storage seam: table locations over `object_store` (local disk, S3 and
-//! S3-compatible stores, memory), put-if-absent as a first-class call, listing of the
-//! log, multipart uploads of large objects, and bounded retries of idempotent requests.
+//! S3-compatible stores, Google Cloud Storage, Azure Blob Storage, memory), put-if-absent
+//! as a first-class call, listing of the log, multipart uploads of large objects, and
+//! bounded retries of idempotent requests.
 
 mod config;
 pub mod faults;
@@ -56,23 +57,26 @@ pub enum PutOutcome {
 }
 
 impl TableStore {
-    /// A table at a URI: a local path, `file://...`, `s3://bucket/prefix` (configured
-    /// from the standard `AWS_*` environment variables) or `memory://...` (a fresh store).
+    /// A table at a URI: a local path, `file://...`, `s3://bucket/prefix`,
+    /// `gs://bucket/prefix`, `az://container/prefix` (also `azure://`, `adl://`, `abfs://`,
+    /// `abfss://container@account.dfs.core.windows.net/prefix`), each configured from its
+    /// standard environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`), or `memory://...`
+    /// (a fresh store).
     pub fn from_uri(uri: &str) -> Result<Self> {
         Self::from_uri_with_options(uri, &StorageOptions::new())
     }
 
-    /// A table at a URI with explicit storage options (see [`StorageOptions`]); for S3
-    /// they override the environment. Refuses a store that cannot create a file only if
-    /// it is absent, unless [`OPT_UNSAFE_SINGLE_WRITER`] is set.
+    /// A table at a URI with explicit storage options (see [`StorageOptions`]); for cloud
+    /// stores they override the environment. Refuses a store that cannot create a file
+    /// only if it is absent, unless [`OPT_UNSAFE_SINGLE_WRITER`] is set.
     pub fn from_uri_with_options(uri: &str, options: &StorageOptions) -> Result<Self> {
         let bad = |reason: &str| Error::InvalidUri {
             uri: uri.to_string(),
             reason: reason.to_string(),
         };
         let scheme = uri.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-        if matches!(scheme.as_deref(), Some("s3" | "s3a")) {
-            let built = config::s3(uri, options)?;
+        if let Some(cloud) = scheme.as_deref().and_then(config::Cloud::from_scheme) {
+            let built = config::cloud(uri, cloud, options)?;
             if !built.atomic_create && !built.options.unsafe_single_writer {
                 return Err(bad(&format!(
                     "this store cannot create a file only if it is absent (conditional put is \
