@@ -790,18 +790,18 @@ pub(crate) fn commit_info_timestamp(actions: &[Action]) -> Option<i64> {
 /// would be indistinguishable from its neighbours, so its `commitInfo.timestamp`
 /// (`written`), when it lies within a second of the file time, refines the file time
 /// to the millisecond. History and timestamp time travel both use this, so a time
-/// shown in the history travels back to exactly its version.
+/// shown in the history travels back to exactly its version. Callers pass `written`
+/// only for stores with whole-second times ([`whole_second_times`]).
 pub(crate) fn commit_file_times(
     commits: &[(i64, ListedFile)],
     written: &std::collections::HashMap<i64, i64>,
 ) -> Vec<(i64, i64)> {
-    let whole_seconds = whole_second_times(commits);
     let mut times = Vec::with_capacity(commits.len());
     let mut prev = i64::MIN;
     for (v, f) in commits {
         let file_ms = f.modified_ms;
         let t = match written.get(v) {
-            Some(&w) if whole_seconds && (w - file_ms).abs() < SECOND_MS => w,
+            Some(&w) if (w - file_ms).abs() < SECOND_MS => w,
             _ => file_ms,
         };
         let t = if prev == i64::MIN { t } else { t.max(prev + 1) };

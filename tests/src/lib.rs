@@ -341,3 +341,25 @@ pub async fn upload_dir(local: &std::path::Path, uri: &str) {
         }
     }
 }
+
+/// A free loopback port (bound then released: a tiny race, fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// Kills a child process when dropped (also when a test panics), so no server or
+/// compactor outlives its test.
+pub struct Reaper(pub Option<std::process::Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -12,19 +12,12 @@ use shoal_format::Table;
 use shoal_tests::keyed::{
     append, batch, file_count, model_rows, part, rows_at, rows_of, small_files_table, Model,
 };
-use shoal_tests::{python, read_parquet, run_python, workspace_bin, Rng, DUMP_ALL_VERSIONS};
+use shoal_tests::{
+    free_port, python, read_parquet, run_python, workspace_bin, Reaper, Rng, DUMP_ALL_VERSIONS,
+};
 
 fn compactor() -> PathBuf {
     workspace_bin("shoal-compactor", "shoal-compactor")
-}
-
-/// A free loopback port (bound then released: a tiny race, fine for tests).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -59,18 +52,6 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
             panic!("the compactor did not exit within {within:?} of SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Kills the child when the test panics, so no compactor outlives a failed test.
-struct Reaper(Option<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

@@ -7,14 +7,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use arrow::array::Int64Array;
 use shoal_format::Table;
-use shoal_tests::{s3_base, s3_uri, workspace_bin, Rng};
+use shoal_tests::{free_port, s3_base, s3_uri, workspace_bin, Reaper, Rng};
 
 const ROWS: i64 = 3;
 
@@ -229,14 +229,6 @@ const REQ_ROWS: i64 = 4;
 const CLIENTS: usize = 4;
 const IDEMPOTENT_CLIENTS: usize = 3;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A request that got no complete answer: refused, reset, or closed early.
 struct NoAnswer {
     /// The request was written, so the server may have received it.
@@ -279,18 +271,6 @@ fn http(
     match (status, length) {
         (Some(status), Some(n)) if n == body.len() => Ok((status, body.to_string())),
         _ => Err(NoAnswer { sent: true }),
-    }
-}
-
-/// Kills the server when the test panics, so none outlives a failed test.
-struct Reaper(Option<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

@@ -3,7 +3,9 @@
 use crate::error::Result;
 use crate::log::{LogFileKind, LogFileName};
 use crate::protocol::{Action, CommitInfo};
-use crate::snapshot::{commit_file_times, commit_info_timestamp, list_log, read_commits};
+use crate::snapshot::{
+    commit_file_times, commit_info_timestamp, format_ms, list_log, read_commits, whole_second_times,
+};
 use crate::storage::TableStore;
 
 /// One entry of the history.
@@ -22,9 +24,7 @@ impl HistoryEntry {
         let ci = &self.commit_info.0;
         serde_json::json!({
             "version": self.version,
-            "timestamp": chrono::DateTime::from_timestamp_millis(self.timestamp)
-                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                .unwrap_or_default(),
+            "timestamp": format_ms(self.timestamp),
             "timestamp_ms": self.timestamp,
             "operation": self.commit_info.operation(),
             "operation_parameters": ci.get("operationParameters"),
@@ -56,10 +56,13 @@ pub async fn history(store: &TableStore, limit: Option<usize>) -> Result<Vec<His
         commits.truncate(l);
     }
     let read = read_commits(store, &commits).await?;
-    let written: std::collections::HashMap<i64, i64> = read
-        .iter()
-        .filter_map(|(v, _, actions)| Some((*v, commit_info_timestamp(actions)?)))
-        .collect();
+    let written: std::collections::HashMap<i64, i64> = if whole_second_times(&all) {
+        read.iter()
+            .filter_map(|(v, _, actions)| Some((*v, commit_info_timestamp(actions)?)))
+            .collect()
+    } else {
+        Default::default()
+    };
     let file_times: std::collections::HashMap<i64, i64> =
         commit_file_times(&all, &written).into_iter().collect();
     Ok(read
