@@ -64,7 +64,7 @@ impl Bound {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Leaf {
     /// Path of field names from the top-level column.
     path: Vec<String>,
@@ -113,6 +113,47 @@ impl StatsCollector {
 
     pub fn num_records(&self) -> i64 {
         self.num_records
+    }
+
+    /// A collector for the same columns with nothing collected yet (for a part of the
+    /// file collected on its own and [`StatsCollector::merge`]d in later).
+    pub fn empty_like(&self) -> Self {
+        StatsCollector {
+            leaves: self
+                .leaves
+                .iter()
+                .map(|l| Leaf {
+                    path: l.path.clone(),
+                    kind: l.kind,
+                    nulls: 0,
+                    min: None,
+                    max: None,
+                    poisoned_min: false,
+                    poisoned_max: false,
+                })
+                .collect(),
+            num_records: 0,
+        }
+    }
+
+    /// Adds what `other` collected (over other rows of the same file) to this one.
+    pub fn merge(&mut self, other: StatsCollector) {
+        self.num_records += other.num_records;
+        for (leaf, o) in self.leaves.iter_mut().zip(other.leaves) {
+            leaf.nulls += o.nulls;
+            leaf.poisoned_min |= o.poisoned_min;
+            leaf.poisoned_max |= o.poisoned_max;
+            if let Some(lo) = o.min {
+                if leaf.min.as_ref().is_none_or(|m| lo.less(m)) {
+                    leaf.min = Some(lo);
+                }
+            }
+            if let Some(hi) = o.max {
+                if leaf.max.as_ref().is_none_or(|m| m.less(&hi)) {
+                    leaf.max = Some(hi);
+                }
+            }
+        }
     }
 
     /// The stats JSON string for `add.stats`.

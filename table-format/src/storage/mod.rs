@@ -291,12 +291,6 @@ impl TableStore {
         Ok(())
     }
 
-    /// Whether large files should be streamed up in parts as they are written (remote
-    /// stores) rather than written whole at the end (local disk).
-    pub fn streams_uploads(&self) -> bool {
-        self.local_root.is_none()
-    }
-
     /// Starts a multipart upload that takes bytes as they are produced: each part of
     /// [`MULTIPART_PART_SIZE`] goes up as soon as it is full (requests are retried by the
     /// client). The object appears only on `finish`; `abort` discards the parts.

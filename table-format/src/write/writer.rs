@@ -84,28 +84,35 @@ impl Default for WriterOptions {
 /// Ordered (column, serialized value) pairs of one partition.
 type PartitionValues = Vec<(String, Option<String>)>;
 
-/// A data file being written: row groups already encoded into `writer`, full row
-/// groups waiting to be encoded together, and the batches of the row group being
-/// filled (Arrow data is reference counted: queuing a batch copies nothing).
+/// A row group being encoded on the blocking pool: its column chunks, its statistics
+/// and its row count.
+type Encoding = tokio::task::JoinHandle<Result<(Vec<ArrowColumnChunk>, StatsCollector, usize)>>;
+
+/// A data file being written: row groups appended to `writer`, row groups being
+/// encoded (each on a thread of its own, while the caller goes on producing rows), and
+/// the batches of the row group being filled (Arrow data is reference counted: queuing
+/// a batch copies nothing).
 struct OpenFile {
     writer: SerializedFileWriter<Vec<u8>>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
-    full: Vec<Vec<RecordBatch>>,
-    full_rows: usize,
+    /// Row groups being encoded, in file order.
+    encoding: std::collections::VecDeque<Encoding>,
+    encoding_rows: usize,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
     pending_bytes: usize,
     rows_written: usize,
+    /// Row groups started (encoding or appended): the next one's index.
     row_groups: usize,
     stats: StatsCollector,
     values: Vec<(String, Option<String>)>,
     /// The file's path relative to the table root.
     relative: String,
-    /// On a remote store, the multipart upload the encoded bytes stream into once the
-    /// file outgrows the multipart threshold: memory stays bounded by a few parts
-    /// however large the file grows. (In a mutex only to keep the writer `Sync`: it
-    /// is reached through `&mut`, never locked.)
+    /// The multipart upload the encoded bytes stream into once the file outgrows the
+    /// store's multipart threshold: memory stays bounded by a few parts however large
+    /// the file grows. (In a mutex only to keep the writer `Sync`: it is reached
+    /// through `&mut`, never locked.)
     upload: Option<std::sync::Mutex<object_store::WriteMultipart>>,
     /// Bytes already handed to `upload`.
     uploaded: usize,
@@ -142,7 +149,7 @@ impl OpenFile {
     /// Encoded bytes so far plus an estimate for the rows not yet encoded.
     fn estimated_size(&self) -> u64 {
         let written = self.writer.bytes_written() as u64;
-        let waiting = (self.pending_rows + self.full_rows) as u64;
+        let waiting = (self.pending_rows + self.encoding_rows) as u64;
         let pending = if self.rows_written > 0 {
             written * waiting / self.rows_written as u64
         } else {
@@ -153,42 +160,52 @@ impl OpenFile {
         written + pending
     }
 
-    /// Closes the row group being filled.
-    fn seal(&mut self) {
-        if self.pending_rows > 0 {
-            self.full.push(std::mem::take(&mut self.pending));
-            self.full_rows += self.pending_rows;
-            self.pending_rows = 0;
-            self.pending_bytes = 0;
-        }
-    }
-
-    /// Encodes every full row group, their columns in parallel.
-    fn encode_full(&mut self, threads: usize) -> Result<()> {
-        if self.full.is_empty() {
+    /// Closes the row group being filled and starts encoding it on the blocking pool,
+    /// its columns on `threads` threads.
+    fn seal(&mut self, threads: usize) -> Result<()> {
+        if self.pending_rows == 0 {
             return Ok(());
         }
-        let groups = std::mem::take(&mut self.full);
-        let writers = (0..groups.len())
-            .map(|k| self.factory.create_column_writers(self.row_groups + k))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let encoded = encode_row_groups(&self.schema, writers, &groups, &mut self.stats, threads)?;
-        for chunks in encoded {
+        let group = std::mem::take(&mut self.pending);
+        let rows = self.pending_rows;
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        let writers = self.factory.create_column_writers(self.row_groups)?;
+        self.row_groups += 1;
+        let schema = self.schema.clone();
+        let mut stats = self.stats.empty_like();
+        self.encoding
+            .push_back(tokio::task::spawn_blocking(move || {
+                let chunks = encode_row_group(&schema, writers, &group, &mut stats, threads)?;
+                Ok((chunks, stats, rows))
+            }));
+        self.encoding_rows += rows;
+        Ok(())
+    }
+
+    /// Appends encoded row groups, oldest first, until at most `in_flight` are still
+    /// being encoded.
+    async fn settle(&mut self, in_flight: usize) -> Result<()> {
+        while self.encoding.len() > in_flight {
+            let Some(next) = self.encoding.pop_front() else {
+                break;
+            };
+            let (chunks, stats, rows) = next.await.map_err(|e| Error::Task(e.to_string()))??;
             let mut rg = self.writer.next_row_group()?;
             for chunk in chunks {
                 chunk.append_to_row_group(&mut rg)?;
             }
             rg.close()?;
-            self.row_groups += 1;
+            self.stats.merge(stats);
+            self.encoding_rows -= rows;
+            self.rows_written += rows;
         }
-        self.rows_written += self.full_rows;
-        self.full_rows = 0;
         Ok(())
     }
 
-    /// Queues a batch. Row groups are encoded once there is one per thread, so both
-    /// cores work on them at once.
-    fn push(&mut self, batch: RecordBatch, options: &WriterOptions, threads: usize) -> Result<()> {
+    /// Queues a batch; every row group it fills starts encoding at once, one thread
+    /// per row group (the rows of the next one keep coming meanwhile).
+    fn push(&mut self, batch: RecordBatch, options: &WriterOptions) -> Result<()> {
         let mut batch = batch;
         loop {
             let room = options
@@ -203,22 +220,13 @@ impl OpenFile {
             if self.pending_rows >= options.row_group_rows
                 || self.pending_bytes >= options.row_group_max_arrow_bytes
             {
-                self.seal();
-                if self.full.len() >= threads {
-                    self.encode_full(threads)?;
-                }
+                self.seal(1)?;
             }
             if take == batch.num_rows() {
                 return Ok(());
             }
             batch = batch.slice(take, batch.num_rows() - take);
         }
-    }
-
-    /// Encodes everything queued.
-    fn flush(&mut self, threads: usize) -> Result<()> {
-        self.seal();
-        self.encode_full(threads)
     }
 }
 
@@ -233,49 +241,42 @@ pub(crate) fn cores() -> usize {
     })
 }
 
-/// One unit of encoding work: a top-level column of one row group with its leaf
-/// writers, or the statistics of all the row groups.
+/// One unit of encoding work: a top-level column with its leaf writers, or the
+/// statistics.
 enum Task {
     Column {
-        group: usize,
         index: usize,
         writers: Vec<ArrowColumnWriter>,
     },
     Stats,
 }
 
-/// Encodes row groups on up to `threads` threads (the calling thread included) and
-/// returns each group's column chunks in schema order. Statistics are collected
-/// alongside.
-fn encode_row_groups(
+/// Encodes one row group on up to `threads` threads (the calling thread included)
+/// and returns its column chunks in schema order. Statistics are collected alongside.
+fn encode_row_group(
     schema: &SchemaRef,
-    writers: Vec<Vec<ArrowColumnWriter>>,
-    groups: &[Vec<RecordBatch>],
+    writers: Vec<ArrowColumnWriter>,
+    group: &[RecordBatch],
     stats: &mut StatsCollector,
     threads: usize,
-) -> Result<Vec<Vec<ArrowColumnChunk>>> {
-    let leaves: Vec<usize> = schema
-        .fields()
-        .iter()
-        .map(|f| count_leaves(f.data_type()))
-        .collect();
+) -> Result<Vec<ArrowColumnChunk>> {
+    let mut writers = writers.into_iter();
     let mut tasks = Vec::new();
-    for (group, writers) in writers.into_iter().enumerate() {
-        let mut writers = writers.into_iter();
-        for (index, n) in leaves.iter().enumerate() {
-            let cost: usize = groups[group]
-                .iter()
-                .map(|b| b.column(index).get_array_memory_size())
-                .sum();
-            tasks.push((
-                cost,
-                Task::Column {
-                    group,
-                    index,
-                    writers: writers.by_ref().take(*n).collect(),
-                },
-            ));
-        }
+    for (index, field) in schema.fields().iter().enumerate() {
+        let cost: usize = group
+            .iter()
+            .map(|b| b.column(index).get_array_memory_size())
+            .sum();
+        tasks.push((
+            cost,
+            Task::Column {
+                index,
+                writers: writers
+                    .by_ref()
+                    .take(count_leaves(field.data_type()))
+                    .collect(),
+            },
+        ));
     }
     // Largest columns first: the last task to finish is then a small one.
     tasks.sort_by_key(|(cost, _)| std::cmp::Reverse(*cost));
@@ -284,8 +285,7 @@ fn encode_row_groups(
     let n_tasks = tasks.len();
     let queue = std::sync::Mutex::new(tasks.into_iter());
     let stats_slot = std::sync::Mutex::new(stats);
-    type Encoded = (usize, usize, Vec<ArrowColumnChunk>);
-    let results: std::sync::Mutex<Vec<Encoded>> =
+    let results: std::sync::Mutex<Vec<(usize, Vec<ArrowColumnChunk>)>> =
         std::sync::Mutex::new(Vec::with_capacity(n_tasks));
     let work = || -> Result<()> {
         loop {
@@ -294,17 +294,13 @@ fn encode_row_groups(
             match task {
                 Task::Stats => {
                     let mut stats = stats_slot.lock().map_err(poisoned)?;
-                    for b in groups.iter().flatten() {
+                    for b in group {
                         stats.update(b);
                     }
                 }
-                Task::Column {
-                    group,
-                    index,
-                    mut writers,
-                } => {
+                Task::Column { index, mut writers } => {
                     let field = schema.field(index);
-                    for b in &groups[group] {
+                    for b in group {
                         let leaves = compute_leaves(field, b.column(index))?;
                         for (w, leaf) in writers.iter_mut().zip(&leaves) {
                             w.write(leaf)?;
@@ -314,10 +310,7 @@ fn encode_row_groups(
                         .into_iter()
                         .map(|w| w.close())
                         .collect::<std::result::Result<Vec<_>, _>>()?;
-                    results
-                        .lock()
-                        .map_err(poisoned)?
-                        .push((group, index, chunks));
+                    results.lock().map_err(poisoned)?.push((index, chunks));
                 }
             }
         }
@@ -337,12 +330,8 @@ fn encode_row_groups(
         outcome
     })?;
     let mut results = results.into_inner().map_err(poisoned)?;
-    results.sort_by_key(|(g, i, _)| (*g, *i));
-    let mut out: Vec<Vec<ArrowColumnChunk>> = (0..groups.len()).map(|_| Vec::new()).collect();
-    for (g, _, chunks) in results {
-        out[g].extend(chunks);
-    }
-    Ok(out)
+    results.sort_by_key(|(i, _)| *i);
+    Ok(results.into_iter().flat_map(|(_, chunks)| chunks).collect())
 }
 
 /// Top-level primitive columns whose first values are mostly distinct: dictionary
@@ -469,17 +458,16 @@ impl DataWriter {
                 Some(f) => f,
                 None => self.new_file(values, &dir, &part)?,
             };
-            let options = self.options.clone();
-            let threads = self.threads();
-            let file = tokio::task::spawn_blocking(move || -> Result<OpenFile> {
-                let mut file = file;
-                file.push(part, &options, threads)?;
-                Ok(file)
-            })
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
             let mut file = file;
-            if let Err(e) = self.stream(&mut file).await {
+            let threads = self.threads();
+            let progressed = async {
+                file.push(part, &self.options)?;
+                // One row group encoding per core; the next waits for the oldest.
+                file.settle(threads).await?;
+                self.stream(&mut file).await
+            }
+            .await;
+            if let Err(e) = progressed {
                 abort(file.upload.take()).await;
                 return Err(e);
             }
@@ -561,8 +549,8 @@ impl DataWriter {
             writer,
             factory,
             schema: self.data_schema.clone(),
-            full: Vec::new(),
-            full_rows: 0,
+            encoding: std::collections::VecDeque::new(),
+            encoding_rows: 0,
             pending: Vec::new(),
             pending_rows: 0,
             pending_bytes: 0,
@@ -577,9 +565,10 @@ impl DataWriter {
     }
 
     /// Streams the bytes encoded so far into the file's multipart upload once they
-    /// pass the threshold (remote stores only).
+    /// pass the store's multipart threshold (on local disk the upload is a staging
+    /// file renamed into place on `finish`).
     async fn stream(&self, file: &mut OpenFile) -> Result<()> {
-        if !self.store.streams_uploads() || file.buffered() < self.store.multipart_threshold() {
+        if file.buffered() < self.store.multipart_threshold() {
             return Ok(());
         }
         let bytes = file.drain()?;
@@ -597,19 +586,29 @@ impl DataWriter {
     }
 
     async fn close(&mut self, mut file: OpenFile) -> Result<()> {
-        let threads = self.threads();
+        // The last row group encodes on every core: nothing else is left to do.
+        let finished = async {
+            file.seal(self.threads())?;
+            file.settle(0).await?;
+            self.stream(&mut file).await
+        }
+        .await;
+        if let Err(e) = finished {
+            abort(file.upload.take()).await;
+            return Err(e);
+        }
         let upload = file.upload.take();
         let uploaded = file.uploaded;
-        let (buf, stats, values, relative) = tokio::task::spawn_blocking(
-            move || -> Result<(Vec<u8>, StatsCollector, PartitionValues, String)> {
-                let mut file = file;
-                file.flush(threads)?;
-                let buf = file.writer.into_inner()?;
-                Ok((buf, file.stats, file.values, file.relative))
-            },
-        )
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
+        let OpenFile {
+            writer,
+            stats,
+            values,
+            relative,
+            ..
+        } = file;
+        let buf = tokio::task::spawn_blocking(move || writer.into_inner())
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
         let size = (uploaded + buf.len()) as i64;
         match upload {
             Some(upload) => {
