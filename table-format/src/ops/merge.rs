@@ -25,7 +25,7 @@ use arrow::array::{
 };
 use arrow::compute::kernels::zip::zip;
 use arrow::compute::{and, cast, concat_batches, filter_record_batch, not, or, take};
-use arrow::datatypes::{Field, Fields, Schema, SchemaRef};
+use arrow::datatypes::{DataType as ArrowType, Field, Fields, Int64Type, Schema, SchemaRef};
 use arrow::row::{RowConverter, Rows, SortField};
 use futures::TryStreamExt;
 use serde_json::Value;
@@ -452,10 +452,8 @@ struct Plan {
     key_columns: Vec<usize>,
     source_keys: Rows,
     converter: RowConverter,
-    /// Source rows by key hash: the first row, chained to the next by `next` (rows
-    /// with the same hash: equal keys, or a collision told apart by the key bytes).
-    hasher: ahash::RandomState,
-    heads: HashMap<u64, u32, ahash::RandomState>,
+    /// Source rows by key: the first row, chained to the next by `next`.
+    index: KeyIndex,
     next: Vec<u32>,
     /// Target-only conjuncts of ON (over the joined schema).
     target_filter: Option<BoundExpr>,
@@ -469,6 +467,101 @@ struct Plan {
 }
 
 const NO_NEXT: u32 = u32::MAX;
+
+/// Per target row, the first matching source row; then every further (target row,
+/// source row) pair.
+type Matches = (Vec<Option<u32>>, Vec<(u32, u32)>);
+
+/// The source rows by key.
+enum KeyIndex {
+    /// One integer key column: rows by value, and when the source's keys are dense
+    /// enough, a bitmap of them that turns most target rows away with one bit test.
+    Int {
+        heads: HashMap<i64, u32, ahash::RandomState>,
+        present: Option<KeyBitmap>,
+    },
+    /// Any other keys: rows by the hash of their row encoding.
+    Rows {
+        hasher: ahash::RandomState,
+        heads: HashMap<u64, u32, ahash::RandomState>,
+    },
+}
+
+/// The set of integer keys in `min ..= min + len - 1`, one bit each.
+struct KeyBitmap {
+    min: i64,
+    len: u64,
+    bits: Vec<u64>,
+}
+
+impl KeyBitmap {
+    fn contains(&self, v: i64) -> bool {
+        let off = (v as i128) - (self.min as i128);
+        if off < 0 || off >= self.len as i128 {
+            return false;
+        }
+        let off = off as u64;
+        self.bits[(off / 64) as usize] >> (off % 64) & 1 == 1
+    }
+}
+
+impl KeyIndex {
+    /// Indexes the `eligible` source rows; returns the index and the chains (`next`
+    /// of each row: the following eligible row with an equal key, in source order).
+    fn build(keys: &[ArrayRef], rows: &Rows, eligible: &[bool]) -> Result<(KeyIndex, Vec<u32>)> {
+        let n = eligible.len();
+        let mut next = vec![NO_NEXT; n];
+        let integer = keys.len() == 1
+            && matches!(
+                keys[0].data_type(),
+                ArrowType::Int8 | ArrowType::Int16 | ArrowType::Int32 | ArrowType::Int64
+            );
+        if integer {
+            let k = cast(&keys[0], &ArrowType::Int64)?;
+            let k = k.as_primitive::<Int64Type>();
+            let mut heads: HashMap<i64, u32, ahash::RandomState> =
+                HashMap::with_capacity_and_hasher(n, ahash::RandomState::new());
+            let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+            // In reverse, so chains run in source order.
+            for i in (0..n).rev() {
+                if !eligible[i] {
+                    continue;
+                }
+                let v = k.value(i);
+                lo = lo.min(v);
+                hi = hi.max(v);
+                if let Some(prev) = heads.insert(v, i as u32) {
+                    next[i] = prev;
+                }
+            }
+            // A bitmap of at most 64 bits per source row (and at least 1 MiB allowed).
+            let span = (hi as i128) - (lo as i128) + 1;
+            let present = (span > 0 && span <= (64 * n as i128).max(1 << 23)).then(|| {
+                let len = span as u64;
+                let mut bits = vec![0u64; len.div_ceil(64) as usize];
+                for &v in heads.keys() {
+                    let off = (v as i128 - lo as i128) as u64;
+                    bits[(off / 64) as usize] |= 1 << (off % 64);
+                }
+                KeyBitmap { min: lo, len, bits }
+            });
+            return Ok((KeyIndex::Int { heads, present }, next));
+        }
+        let hasher = ahash::RandomState::new();
+        let mut heads: HashMap<u64, u32, ahash::RandomState> =
+            HashMap::with_capacity_and_hasher(n, ahash::RandomState::new());
+        for i in (0..n).rev() {
+            if !eligible[i] {
+                continue;
+            }
+            let h = hasher.hash_one(rows.row(i).data());
+            if let Some(prev) = heads.insert(h, i as u32) {
+                next[i] = prev;
+            }
+        }
+        Ok((KeyIndex::Rows { hasher, heads }, next))
+    }
+}
 
 impl Plan {
     fn new(b: &MergeBuilder, snapshot: &Snapshot) -> Result<Plan> {
@@ -606,20 +699,7 @@ impl Plan {
                 *e &= m.value(i);
             }
         }
-        let hasher = ahash::RandomState::new();
-        let mut heads: HashMap<u64, u32, ahash::RandomState> =
-            HashMap::with_capacity_and_hasher(source.num_rows(), ahash::RandomState::new());
-        let mut next = vec![NO_NEXT; source.num_rows()];
-        // Insert in reverse so chains run in source order.
-        for i in (0..source.num_rows()).rev() {
-            if !eligible[i] {
-                continue;
-            }
-            let h = hasher.hash_one(source_keys.row(i).data());
-            if let Some(prev) = heads.insert(h, i as u32) {
-                next[i] = prev;
-            }
-        }
+        let (index, next) = KeyIndex::build(&key_arrays, &source_keys, &eligible)?;
 
         // The target-side read predicate: key ranges plus target-only conditions.
         let mut read_exprs: Vec<Expr> = Vec::new();
@@ -773,8 +853,7 @@ impl Plan {
             key_columns,
             source_keys,
             converter,
-            hasher,
-            heads,
+            index,
             next,
             target_filter,
             residual,
@@ -785,23 +864,64 @@ impl Plan {
         })
     }
 
-    /// The source rows whose key equals `key`, in source order.
-    fn matches<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = u32> + 'a {
-        let mut at = self
-            .heads
-            .get(&self.hasher.hash_one(key))
-            .copied()
-            .unwrap_or(NO_NEXT);
-        std::iter::from_fn(move || {
-            while at != NO_NEXT {
-                let i = at;
-                at = self.next[i as usize];
-                if self.source_keys.row(i as usize).data() == key {
-                    return Some(i);
+    /// The source rows whose key equals each row's of `keys` (the target's key
+    /// columns), skipping rows with a NULL key or where `filter` is not TRUE: the first
+    /// match of every row, and the further (target row, source row) pairs in source
+    /// order.
+    fn match_rows(
+        &self,
+        keys: &[ArrayRef],
+        filter: Option<&BooleanArray>,
+    ) -> Result<Matches> {
+        let n = keys.first().map(|k| k.len()).unwrap_or(0);
+        let mut first: Vec<Option<u32>> = vec![None; n];
+        let mut multi: Vec<(u32, u32)> = Vec::new();
+        let skip = |i: usize| filter.is_some_and(|f| !f.is_valid(i) || !f.value(i));
+        match &self.index {
+            KeyIndex::Int { heads, present } => {
+                let k = cast(&keys[0], &ArrowType::Int64)?;
+                let k = k.as_primitive::<Int64Type>();
+                for (i, slot) in first.iter_mut().enumerate() {
+                    if k.is_null(i) || skip(i) {
+                        continue;
+                    }
+                    let v = k.value(i);
+                    if present.as_ref().is_some_and(|p| !p.contains(v)) {
+                        continue;
+                    }
+                    if let Some(&h) = heads.get(&v) {
+                        *slot = Some(h);
+                        let mut at = self.next[h as usize];
+                        while at != NO_NEXT {
+                            multi.push((i as u32, at));
+                            at = self.next[at as usize];
+                        }
+                    }
                 }
             }
-            None
-        })
+            KeyIndex::Rows { hasher, heads } => {
+                let rows = self.converter.convert_columns(keys)?;
+                for (i, slot) in first.iter_mut().enumerate() {
+                    if keys.iter().any(|k| k.is_null(i)) || skip(i) {
+                        continue;
+                    }
+                    let key = rows.row(i).data();
+                    let mut at = heads.get(&hasher.hash_one(key)).copied().unwrap_or(NO_NEXT);
+                    // Rows with the same hash: equal keys, or a collision told apart by
+                    // the key bytes.
+                    while at != NO_NEXT {
+                        if self.source_keys.row(at as usize).data() == key {
+                            match slot {
+                                None => *slot = Some(at),
+                                Some(_) => multi.push((i as u32, at)),
+                            }
+                        }
+                        at = self.next[at as usize];
+                    }
+                }
+            }
+        }
+        Ok((first, multi))
     }
 
     /// Can files be skipped at all? Not when NOT MATCHED BY SOURCE clauses apply to
@@ -1250,26 +1370,23 @@ impl Plan {
                     .ok_or_else(|| Error::InvalidArgument("internal: key column".into()))
             })
             .collect::<Result<_>>()?;
-        let rows = self.converter.convert_columns(&keys)?;
         let filter = match &self.target_filter {
             Some(f) => Some(matching_rows(f, &self.partial_target_batch(batch)?)?),
             None => None,
         };
-        for i in 0..batch.num_rows() {
-            if keys.iter().any(|k| k.is_null(i)) || filter.as_ref().is_some_and(|f| !f.value(i)) {
-                continue;
-            }
-            let mut found = self.matches(rows.row(i).data());
-            if found.next().is_some() {
-                // Without a residual condition, a second source row for the key is a
-                // duplicate match: refuse before anything is written.
-                if self.residual.is_none() && found.next().is_some() {
-                    return Err(duplicate_match(batch, &key_positions(self, batch), i));
-                }
-                return Ok(true);
+        let (first, multi) = self.match_rows(&keys, filter.as_ref())?;
+        // Without a residual condition, a second source row for a key is a duplicate
+        // match: refuse before anything is written.
+        if self.residual.is_none() {
+            if let Some((t, _)) = multi.first() {
+                return Err(duplicate_match(
+                    batch,
+                    &key_positions(self, batch),
+                    *t as usize,
+                ));
             }
         }
-        Ok(false)
+        Ok(first.iter().any(Option::is_some))
     }
 
     /// A joined batch from some target columns (others null, source null).
@@ -1322,7 +1439,6 @@ impl Plan {
             .iter()
             .map(|i| batch.column(*i).clone())
             .collect();
-        let rows = self.converter.convert_columns(&keys)?;
         let filter = match &self.target_filter {
             Some(f) => {
                 let j = half_joined(&self.joined_arrow, batch, true)?;
@@ -1330,21 +1446,8 @@ impl Plan {
             }
             None => None,
         };
-        // Candidate pairs: the first source row of the key, and the rest of its chain.
-        let mut first: Vec<Option<u32>> = vec![None; n];
-        let mut multi: Vec<(u32, u32)> = Vec::new();
-        for (i, slot) in first.iter_mut().enumerate() {
-            if keys.iter().any(|k| k.is_null(i)) || filter.as_ref().is_some_and(|f| !f.value(i)) {
-                continue;
-            }
-            let mut found = self.matches(rows.row(i).data());
-            if let Some(h) = found.next() {
-                *slot = Some(h);
-                for other in found {
-                    multi.push((i as u32, other));
-                }
-            }
-        }
+        // Candidate pairs: the first source row of the key, and the rest.
+        let (first, multi) = self.match_rows(&keys, filter.as_ref())?;
         let mut source_idx = UInt32Array::from(first);
         // With the residual condition, a pair only matches when it holds.
         if let Some(res) = &self.residual {

@@ -19,7 +19,7 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Arr
 use arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
 use arrow::datatypes::DataType as ArrowType;
 use arrow::row::{RowConverter, SortField};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use tracing::{debug, info, warn};
 
@@ -763,7 +763,17 @@ struct Bucketizer {
     /// A sample of the keys (sorted into cut points by `finish`).
     sample_numeric: Vec<u64>,
     sample_bytes: Vec<Vec<u8>>,
+    /// Where to look for a numeric key among the cut points: the keys are split into
+    /// `SLOTS` equal ranges above the lowest cut (`slot_min`, `slot_shift`), and
+    /// `slot_starts[s]` is the first cut of slot `s` or above. A lookup then searches
+    /// one slot's few cuts instead of all of them.
+    slot_min: u64,
+    slot_shift: u32,
+    slot_starts: Vec<u32>,
 }
+
+/// Slots of [`Bucketizer`]'s numeric lookup index.
+const SLOTS: usize = 4096;
 
 impl Bucketizer {
     fn observe(&mut self, keys: &ColumnKeys, step: usize) {
@@ -790,16 +800,49 @@ impl Bucketizer {
         }
         self.numeric = cuts(std::mem::take(&mut self.sample_numeric), buckets);
         self.bytes = cuts(std::mem::take(&mut self.sample_bytes), buckets);
+        if let (Some(&lo), Some(&hi)) = (self.numeric.first(), self.numeric.last()) {
+            let span = hi - lo;
+            let mut shift = 0;
+            while (span >> shift) >= SLOTS as u64 {
+                shift += 1;
+            }
+            self.slot_min = lo;
+            self.slot_shift = shift;
+            self.slot_starts = (0..=SLOTS)
+                .map(|slot| {
+                    self.numeric
+                        .partition_point(|c| self.slot(*c) < slot)
+                        .try_into()
+                        .unwrap_or(u32::MAX)
+                })
+                .collect();
+        }
+    }
+
+    /// The lookup slot of a numeric key (monotone in the key).
+    fn slot(&self, v: u64) -> usize {
+        ((v.saturating_sub(self.slot_min) >> self.slot_shift) as usize).min(SLOTS - 1)
     }
 
     fn bucket(&self, keys: &ColumnKeys, i: usize) -> u32 {
         let (lo, hi) = match keys {
             ColumnKeys::Numeric(k) => {
                 let v = k[i];
-                (
-                    self.numeric.partition_point(|c| *c < v),
-                    self.numeric.partition_point(|c| *c <= v),
-                )
+                if self.numeric.is_empty() {
+                    return 0;
+                }
+                // Cuts of lower slots are below `v`, of higher slots above it.
+                let slot = self.slot(v);
+                let from = self.slot_starts[slot] as usize;
+                let to = self.slot_starts[slot + 1] as usize;
+                let near = &self.numeric[from..to];
+                let lo = from + near.partition_point(|c| *c < v);
+                let hi = if self.numeric.get(lo) == Some(&v) {
+                    lo + self.numeric[lo..].partition_point(|c| *c <= v)
+                } else {
+                    lo
+                };
+                (lo, hi)
             }
             ColumnKeys::Bytes(r) => {
                 let v = r.row(i).data();
@@ -813,7 +856,9 @@ impl Bucketizer {
     }
 }
 
-/// Interleaves the bits of per-column bucket ids (most significant first).
+/// Interleaves the bits of per-column bucket ids (most significant first): the
+/// reference for [`ZCurve`]'s tables.
+#[cfg(test)]
 fn interleave(buckets: &[u32], bits: u32) -> u64 {
     let mut z = 0u64;
     for b in (0..bits).rev() {
@@ -874,34 +919,116 @@ fn aligned_cuts(sorted: &[u64], files: usize, bits: u32) -> Vec<u64> {
     cuts
 }
 
-/// The Z-values of a batch's rows.
-fn z_values(
-    batch: &RecordBatch,
-    columns: &[String],
-    buckets: &[Bucketizer],
+/// Z-values: each column's quantile bucket (of `bits` bits), the bits interleaved
+/// most significant first, column by column.
+struct ZCurve {
+    buckets: Vec<Bucketizer>,
     bits: u32,
-) -> Result<Vec<u64>> {
-    let keys: Vec<ColumnKeys> = columns
-        .iter()
-        .map(|c| {
-            let a = batch
-                .column_by_name(c)
-                .ok_or_else(|| Error::InvalidArgument(format!("internal: no column `{c}`")))?;
-            ColumnKeys::of(a)
-        })
-        .collect::<Result<_>>()?;
-    let mut out = Vec::with_capacity(batch.num_rows());
-    let mut ids = vec![0u32; columns.len()];
-    for i in 0..batch.num_rows() {
-        for (c, k) in keys.iter().enumerate() {
-            ids[c] = buckets[c].bucket(k, i);
-        }
-        out.push(interleave(&ids, bits));
-    }
-    Ok(out)
+    /// `spread[c][k][x]`: byte `k` of column `c`'s bucket id holding `x`, moved to
+    /// where its bits go in the Z-value (bucket ids have at most 16 bits).
+    spread: Vec<[[u64; 256]; 2]>,
 }
 
-/// Z-orders one partition's files into files of about the target size.
+impl ZCurve {
+    fn new(buckets: Vec<Bucketizer>, bits: u32) -> ZCurve {
+        let n = buckets.len() as u32;
+        let spread = (0..n)
+            .map(|c| {
+                let mut t = [[0u64; 256]; 2];
+                for (k, table) in t.iter_mut().enumerate() {
+                    for (x, out) in table.iter_mut().enumerate() {
+                        for j in 0..8u32 {
+                            let b = 8 * k as u32 + j;
+                            if b < bits && (x >> j) & 1 == 1 {
+                                *out |= 1u64 << (b * n + (n - 1 - c));
+                            }
+                        }
+                    }
+                }
+                t
+            })
+            .collect();
+        ZCurve {
+            buckets,
+            bits,
+            spread,
+        }
+    }
+
+    /// Bits of a Z-value.
+    fn width(&self) -> u32 {
+        self.bits * self.buckets.len() as u32
+    }
+
+    /// The Z-values of a batch's rows; `columns` are the clustering columns' indices.
+    fn values(&self, batch: &RecordBatch, columns: &[usize]) -> Result<Vec<u64>> {
+        let keys: Vec<ColumnKeys> = columns
+            .iter()
+            .map(|c| ColumnKeys::of(batch.column(*c)))
+            .collect::<Result<_>>()?;
+        let mut out = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let mut z = 0u64;
+            for (c, k) in keys.iter().enumerate() {
+                let id = self.buckets[c].bucket(k, i) as usize;
+                let t = &self.spread[c];
+                z |= t[0][id & 0xff] | t[1][(id >> 8) & 0xff];
+            }
+            out.push(z);
+        }
+        Ok(out)
+    }
+}
+
+/// The indices of `names` in `batch`'s schema.
+fn column_indices(batch: &RecordBatch, names: &[String]) -> Result<Vec<usize>> {
+    names
+        .iter()
+        .map(|c| {
+            batch
+                .schema()
+                .index_of(c)
+                .map_err(|_| Error::InvalidArgument(format!("internal: no column `{c}`")))
+        })
+        .collect()
+}
+
+/// Sorts `keys` ascending, moving `values` along; stable (least significant byte
+/// first, skipping bytes that are the same in every key).
+fn radix_sort(keys: &mut Vec<u64>, values: &mut Vec<u64>) {
+    let n = keys.len();
+    let mut counts = vec![[0usize; 256]; 8];
+    for k in keys.iter() {
+        for (d, c) in counts.iter_mut().enumerate() {
+            c[((k >> (8 * d)) & 0xff) as usize] += 1;
+        }
+    }
+    let mut keys2 = vec![0u64; n];
+    let mut values2 = vec![0u64; n];
+    for (d, c) in counts.iter().enumerate() {
+        if c.contains(&n) {
+            continue;
+        }
+        let mut at = [0usize; 256];
+        let mut sum = 0;
+        for (a, n) in at.iter_mut().zip(c) {
+            *a = sum;
+            sum += n;
+        }
+        for (k, v) in keys.iter().zip(values.iter()) {
+            let b = ((k >> (8 * d)) & 0xff) as usize;
+            keys2[at[b]] = *k;
+            values2[at[b]] = *v;
+            at[b] += 1;
+        }
+        std::mem::swap(keys, &mut keys2);
+        std::mem::swap(values, &mut values2);
+    }
+}
+
+/// Z-orders one partition's files into files of about the target size: in memory
+/// when the partition's rows fit the memory budget (one read of the files), otherwise
+/// in passes over the files, a few output files per pass.
 async fn zorder_bin(
     snapshot: &Snapshot,
     bin: &Bin,
@@ -910,14 +1037,240 @@ async fn zorder_bin(
     memory_budget: usize,
 ) -> Result<Vec<Add>> {
     let tag = columns.join(",");
-    // Pass 1: the clustering columns only: a sample of each column's distribution.
+    let input_bytes: u64 = bin.files.iter().map(|f| f.size.max(0) as u64).sum();
+    let files_out = (input_bytes.div_ceil(options.target_file_size.max(1))).max(1) as usize;
+    let bits = (64 / columns.len() as u32).min(16);
+    // Decoded Arrow data is about four times the Parquet bytes.
+    let arrow_estimate = input_bytes.saturating_mul(4).max(1) as usize;
+    let adds = if arrow_estimate <= memory_budget {
+        zorder_in_memory(snapshot, bin, columns, options, bits, files_out).await?
+    } else {
+        zorder_in_passes(
+            snapshot,
+            bin,
+            columns,
+            options,
+            bits,
+            files_out,
+            arrow_estimate.div_ceil(memory_budget),
+        )
+        .await?
+    };
+    debug!(inputs = bin.files.len(), outputs = adds.len(), partition = ?bin.partition, "partition Z-ordered");
+    Ok(no_data_change(adds, Some(&tag)))
+}
+
+/// Rows sampled per column for its quantile buckets.
+const BUCKET_SAMPLE: usize = 200_000;
+
+/// Buckets of every clustering column from a sample of `batches`' rows (every
+/// `step`-th row of each batch).
+fn sample_buckets(
+    batches: &[RecordBatch],
+    columns: &[usize],
+    step: usize,
+    bits: u32,
+) -> Result<Vec<Bucketizer>> {
+    let mut buckets: Vec<Bucketizer> = columns.iter().map(|_| Bucketizer::default()).collect();
+    for batch in batches {
+        let picks = UInt32Array::from_iter_values((0..batch.num_rows() as u32).step_by(step));
+        for (b, c) in buckets.iter_mut().zip(columns) {
+            let sample = arrow::compute::take(batch.column(*c), &picks, None)?;
+            b.observe(&ColumnKeys::of(&sample)?, 1);
+        }
+    }
+    for b in &mut buckets {
+        b.finish(1usize << bits);
+    }
+    Ok(buckets)
+}
+
+/// The Z-values of every row of `batches`, computed on every core, in order.
+fn all_z_values(curve: &ZCurve, batches: &[RecordBatch], columns: &[usize]) -> Result<Vec<u64>> {
+    let threads = crate::write::cores().clamp(1, batches.len().max(1));
+    let per = batches.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<u64>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = batches
+            .chunks(per)
+            .map(|chunk| {
+                scope.spawn(move || -> Result<Vec<u64>> {
+                    let mut z = Vec::new();
+                    for b in chunk {
+                        z.extend(curve.values(b, columns)?);
+                    }
+                    Ok(z)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Task("a Z-order thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut z = Vec::new();
+    for p in parts {
+        z.extend(p?);
+    }
+    Ok(z)
+}
+
+/// Z-order with every row in memory: read the files once, bucket a sample, sort the
+/// rows' (Z-value, position) pairs, cut them into aligned blocks of the curve, and
+/// write each block as one file, gathered from the decoded batches a chunk at a time
+/// (two files at once, so that encoding never waits on one file's tail).
+async fn zorder_in_memory(
+    snapshot: &Snapshot,
+    bin: &Bin,
+    columns: &[String],
+    options: &WriterOptions,
+    bits: u32,
+    files_out: usize,
+) -> Result<Vec<Add>> {
+    let mut stream = ScanBuilder::new(snapshot.clone())
+        .with_files(bin.files.clone())
+        .with_batch_size(64 * 1024)
+        .execute()?;
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.try_next().await? {
+        if batch.num_rows() > 0 {
+            batches.push(batch);
+        }
+    }
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let key_columns = column_indices(first, columns)?;
+    let batches = Arc::new(batches);
+    let shared = batches.clone();
+    // The sort order: positions (batch << 32 | row) by Z-value.
+    let (z, positions) = tokio::task::spawn_blocking(move || -> Result<(Vec<u64>, Vec<u64>)> {
+        let step = (rows / BUCKET_SAMPLE).max(1);
+        let curve = ZCurve::new(sample_buckets(&shared, &key_columns, step, bits)?, bits);
+        let mut z = all_z_values(&curve, &shared, &key_columns)?;
+        let mut positions: Vec<u64> = Vec::with_capacity(rows);
+        for (b, batch) in shared.iter().enumerate() {
+            positions.extend((0..batch.num_rows() as u64).map(|r| ((b as u64) << 32) | r));
+        }
+        radix_sort(&mut z, &mut positions);
+        Ok((z, positions))
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))??;
+    let width = bits * columns.len() as u32;
+    let mut bounds = vec![0usize];
+    for cut in aligned_cuts(&z, files_out, width) {
+        bounds.push(z.partition_point(|v| *v < cut));
+    }
+    bounds.push(rows);
+    drop(z);
+    let positions = Arc::new(positions);
+    let blocks: Vec<_> = bounds
+        .windows(2)
+        .filter(|w| w[0] < w[1])
+        .map(|w| {
+            write_block(
+                snapshot,
+                options,
+                batches.clone(),
+                positions.clone(),
+                w[0]..w[1],
+            )
+        })
+        .collect();
+    let results: Vec<Result<Vec<Add>>> = futures::stream::iter(blocks).buffered(2).collect().await;
+    collect_blocks(snapshot, results).await
+}
+
+/// Writes the rows at `positions[range]` (`batch << 32 | row`, in Z order) as one
+/// file, gathered a chunk at a time on the blocking pool.
+async fn write_block(
+    snapshot: &Snapshot,
+    options: &WriterOptions,
+    batches: Arc<Vec<RecordBatch>>,
+    positions: Arc<Vec<u64>>,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<Add>> {
+    // One file per block: a writer of its own, sized to hold it whole.
+    let mut one = options.clone();
+    one.target_file_size = u64::MAX;
+    let mut writer = DataWriter::for_snapshot(snapshot, one)?;
+    let written = async {
+        let mut at = range.start;
+        while at < range.end {
+            let end = (at + 64 * 1024).min(range.end);
+            let (batches, positions) = (batches.clone(), positions.clone());
+            let chunk = tokio::task::spawn_blocking(move || -> Result<RecordBatch> {
+                let refs: Vec<&RecordBatch> = batches.iter().collect();
+                let picks: Vec<(usize, usize)> = positions[at..end]
+                    .iter()
+                    .map(|p| ((p >> 32) as usize, (p & 0xffff_ffff) as usize))
+                    .collect();
+                Ok(arrow::compute::interleave_record_batch(&refs, &picks)?)
+            })
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+            writer.write(&chunk).await?;
+            at = end;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    match written {
+        Ok(()) => writer.finish().await,
+        Err(e) => {
+            writer.abandon().await;
+            Err(e)
+        }
+    }
+}
+
+/// The adds of every block; when one failed, the files of the others are deleted and
+/// its error returned.
+async fn collect_blocks(snapshot: &Snapshot, results: Vec<Result<Vec<Add>>>) -> Result<Vec<Add>> {
+    let mut adds = Vec::new();
+    let mut failure = None;
+    for r in results {
+        match r {
+            Ok(a) => adds.extend(a),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        None => Ok(adds),
+        Some(e) => {
+            let paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+            crate::write::delete_unreferenced(snapshot.store(), &paths).await;
+            Err(e)
+        }
+    }
+}
+
+/// Z-order in passes, for partitions larger than the memory budget: the clustering
+/// columns are read twice (a sample for the buckets, then every row's Z-value for the
+/// cuts between files), then all columns once per pass, each pass keeping the rows of
+/// a few output files.
+async fn zorder_in_passes(
+    snapshot: &Snapshot,
+    bin: &Bin,
+    columns: &[String],
+    options: &WriterOptions,
+    bits: u32,
+    files_out: usize,
+    passes: usize,
+) -> Result<Vec<Add>> {
     let known_rows: u64 = bin
         .files
         .iter()
         .filter_map(|f| crate::protocol::stats::num_records(f.stats.as_deref()))
         .map(|n| n.max(0) as u64)
         .sum();
-    let step = (known_rows / 200_000).max(1) as usize;
+    let step = (known_rows as usize / BUCKET_SAMPLE).max(1);
     let key_scan = || {
         ScanBuilder::new(snapshot.clone())
             .with_files(bin.files.clone())
@@ -925,41 +1278,36 @@ async fn zorder_bin(
             .with_batch_size(64 * 1024)
             .execute()
     };
-    let mut buckets: Vec<Bucketizer> = columns.iter().map(|_| Bucketizer::default()).collect();
+    // Pass 1: the clustering columns only: a sample of each column's distribution.
+    let mut key_batches = Vec::new();
     let mut stream = key_scan()?;
     let mut rows = 0usize;
     while let Some(batch) = stream.try_next().await? {
         rows += batch.num_rows();
-        for (c, b) in buckets.iter_mut().enumerate() {
-            b.observe(&ColumnKeys::of(batch.column(c))?, step);
-        }
+        // Keep only the sampled rows.
+        let picks = UInt32Array::from_iter_values((0..batch.num_rows() as u32).step_by(step));
+        key_batches.push(take_record_batch(&batch, &picks)?);
     }
     if rows == 0 {
         return Ok(Vec::new());
     }
-    let bits = (64 / columns.len() as u32).min(16);
-    for b in &mut buckets {
-        b.finish(1usize << bits);
-    }
+    let key_idx: Vec<usize> = (0..columns.len()).collect();
+    let curve = ZCurve::new(sample_buckets(&key_batches, &key_idx, 1, bits)?, bits);
+    drop(key_batches);
     // Pass 1b: the Z-value of every row, for the cut points between output files.
     let mut z: Vec<u64> = Vec::with_capacity(rows);
     let mut stream = key_scan()?;
     while let Some(batch) = stream.try_next().await? {
-        z.extend(z_values(&batch, columns, &buckets, bits)?);
+        z.extend(curve.values(&batch, &key_idx)?);
     }
-    let input_bytes: u64 = bin.files.iter().map(|f| f.size.max(0) as u64).sum();
-    let files_out = (input_bytes.div_ceil(options.target_file_size.max(1))).max(1) as usize;
-    let mut sorted = z;
-    sorted.sort_unstable();
-    let file_cuts = aligned_cuts(&sorted, files_out, bits * columns.len() as u32);
-    drop(sorted);
+    z.sort_unstable();
+    let file_cuts = aligned_cuts(&z, files_out, curve.width());
+    drop(z);
     let ranges = file_cuts.len() + 1;
     // Pass 2: all columns, distributed to key ranges; as many ranges per pass as the
-    // memory budget holds (usually all of them).
-    let arrow_estimate = input_bytes.saturating_mul(4).max(1) as usize;
-    let passes = arrow_estimate.div_ceil(memory_budget).clamp(1, ranges);
-    let per_pass = ranges.div_ceil(passes);
-    let mut adds = Vec::new();
+    // memory budget holds.
+    let per_pass = ranges.div_ceil(passes.clamp(1, ranges));
+    let mut results = Vec::new();
     let mut first = 0usize;
     while first < ranges {
         let last = (first + per_pass).min(ranges);
@@ -968,8 +1316,13 @@ async fn zorder_bin(
             .with_files(bin.files.clone())
             .with_batch_size(64 * 1024)
             .execute()?;
+        let mut data_idx = None;
         while let Some(batch) = stream.try_next().await? {
-            let zs = z_values(&batch, columns, &buckets, bits)?;
+            let idx = match &data_idx {
+                Some(i) => i,
+                None => data_idx.insert(column_indices(&batch, columns)?),
+            };
+            let zs = curve.values(&batch, idx)?;
             let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); last - first];
             for (i, zv) in zs.iter().enumerate() {
                 let r = file_cuts.partition_point(|c| c <= zv);
@@ -997,17 +1350,25 @@ async fn zorder_bin(
             let order =
                 sort_to_indices(&(Arc::new(UInt64Array::from(zall)) as ArrayRef), None, None)?;
             let sorted = take_record_batch(&all, &order)?;
-            // One file per key range: a writer of its own, sized to hold it whole.
             let mut one = options.clone();
             one.target_file_size = u64::MAX;
-            let mut writer = DataWriter::for_snapshot(snapshot, one.clone())?;
-            writer.write(&sorted).await?;
-            adds.extend(writer.finish().await?);
+            let mut writer = DataWriter::for_snapshot(snapshot, one)?;
+            let r = match writer.write(&sorted).await {
+                Ok(()) => writer.finish().await,
+                Err(e) => {
+                    writer.abandon().await;
+                    Err(e)
+                }
+            };
+            let failed = r.is_err();
+            results.push(r);
+            if failed {
+                return collect_blocks(snapshot, results).await;
+            }
         }
         first = last;
     }
-    debug!(inputs = bin.files.len(), outputs = adds.len(), partition = ?bin.partition, "partition Z-ordered");
-    Ok(no_data_change(adds, Some(&tag)))
+    collect_blocks(snapshot, results).await
 }
 
 #[cfg(test)]
@@ -1047,6 +1408,71 @@ mod tests {
     fn interleave_alternates_bits() {
         assert_eq!(interleave(&[0b11, 0b00], 2), 0b1010);
         assert_eq!(interleave(&[0b00, 0b11], 2), 0b0101);
+    }
+
+    #[test]
+    fn z_curve_tables_match_bit_interleaving() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed >> 33
+        };
+        for n in 1..=6usize {
+            let bits = (64 / n as u32).min(16);
+            let curve = ZCurve::new((0..n).map(|_| Bucketizer::default()).collect(), bits);
+            for _ in 0..200 {
+                let ids: Vec<u32> = (0..n)
+                    .map(|_| (next() as u32) & ((1 << bits) - 1))
+                    .collect();
+                let z = ids.iter().enumerate().fold(0u64, |z, (c, id)| {
+                    let t = &curve.spread[c];
+                    z | t[0][(*id & 0xff) as usize] | t[1][((*id >> 8) & 0xff) as usize]
+                });
+                assert_eq!(z, interleave(&ids, bits), "{n} columns, ids {ids:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn radix_sort_is_a_stable_sort() {
+        let mut seed = 11u64;
+        let mut keys: Vec<u64> = (0..5000)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                // Few distinct high bytes, many ties.
+                (seed >> 60) << 40 | (seed >> 62)
+            })
+            .collect();
+        let mut values: Vec<u64> = (0..keys.len() as u64).collect();
+        let mut expected: Vec<(u64, u64)> = keys.iter().copied().zip(values.clone()).collect();
+        expected.sort_by_key(|p| p.0);
+        radix_sort(&mut keys, &mut values);
+        let got: Vec<(u64, u64)> = keys.into_iter().zip(values).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn slot_lookup_agrees_with_a_full_search() {
+        // Skewed keys (a long run of one value, a wide tail): the slot index must give
+        // the same buckets as searching every cut point.
+        let mut v: Vec<i64> = vec![5; 3000];
+        v.extend((0..3000).map(|i| i * i * 1000 - 7));
+        v.extend([i64::MIN + 1, i64::MAX, -1, 0, 1]);
+        let keys =
+            ColumnKeys::of(&(Arc::new(arrow::array::Int64Array::from(v)) as ArrayRef)).unwrap();
+        let mut b = Bucketizer::default();
+        b.observe(&keys, 3);
+        b.finish(4096);
+        let ColumnKeys::Numeric(k) = &keys else {
+            panic!("numeric keys")
+        };
+        for (i, key) in k.iter().enumerate() {
+            let lo = b.numeric.partition_point(|c| c < key);
+            let hi = b.numeric.partition_point(|c| c <= key);
+            assert_eq!(b.bucket(&keys, i), ((lo + hi) / 2) as u32, "key {key}");
+        }
     }
 
     #[test]

@@ -5,4 +5,5 @@ pub mod enforce;
 pub mod writer;
 
 pub use enforce::{conform_batch, merge_schemas, SchemaMode};
+pub(crate) use writer::cores;
 pub use writer::{delete_unreferenced, DataWriter, WriterOptions, DEFAULT_TARGET_FILE_SIZE};
