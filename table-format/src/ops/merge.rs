@@ -868,11 +868,7 @@ impl Plan {
     /// columns), skipping rows with a NULL key or where `filter` is not TRUE: the first
     /// match of every row, and the further (target row, source row) pairs in source
     /// order.
-    fn match_rows(
-        &self,
-        keys: &[ArrayRef],
-        filter: Option<&BooleanArray>,
-    ) -> Result<Matches> {
+    fn match_rows(&self, keys: &[ArrayRef], filter: Option<&BooleanArray>) -> Result<Matches> {
         let n = keys.first().map(|k| k.len()).unwrap_or(0);
         let mut first: Vec<Option<u32>> = vec![None; n];
         let mut multi: Vec<(u32, u32)> = Vec::new();

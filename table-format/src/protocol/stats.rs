@@ -115,6 +115,115 @@ impl StatsCollector {
         self.num_records
     }
 
+    /// Leaves whose statistics the Parquet column writer computes exactly as this
+    /// collector would (see [`StatsCollector::absorb_parquet`]): top-level integer,
+    /// date, timestamp and string columns. Returns (leaf index, column name).
+    pub fn parquet_leaves(&self) -> Vec<(usize, &str)> {
+        self.leaves
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| {
+                l.path.len() == 1
+                    && matches!(
+                        l.kind,
+                        Kind::Int | Kind::Date | Kind::Timestamp | Kind::TimestampNtz | Kind::Str
+                    )
+            })
+            .map(|(i, l)| (i, l.path[0].as_str()))
+            .collect()
+    }
+
+    /// Like [`StatsCollector::update`], leaving out the leaves in `skip` (sorted).
+    pub fn update_skipping(&mut self, batch: &RecordBatch, skip: &[usize]) {
+        self.num_records += batch.num_rows() as i64;
+        for (i, leaf) in self.leaves.iter_mut().enumerate() {
+            if skip.binary_search(&i).is_ok() {
+                continue;
+            }
+            if let Some((array, nulls)) = resolve(batch, &leaf.path) {
+                leaf.update(&array, nulls.as_ref());
+            }
+        }
+    }
+
+    /// Updates one leaf from a batch (rows not counted: see `update_skipping`).
+    pub fn update_leaf(&mut self, leaf: usize, batch: &RecordBatch) {
+        if let Some(l) = self.leaves.get_mut(leaf) {
+            if let Some((array, nulls)) = resolve(batch, &l.path) {
+                l.update(&array, nulls.as_ref());
+            }
+        }
+    }
+
+    /// Updates one of the [`StatsCollector::parquet_leaves`] from the statistics the
+    /// Parquet writer kept for its column chunk, instead of going over the values a
+    /// second time. Returns false, changing nothing, when they do not tell exactly
+    /// (no null count, a truncated string, an unexpected physical type).
+    pub fn absorb_parquet(
+        &mut self,
+        leaf: usize,
+        stats: &parquet::file::statistics::Statistics,
+    ) -> bool {
+        use parquet::file::statistics::Statistics as S;
+        let Some(l) = self.leaves.get_mut(leaf) else {
+            return false;
+        };
+        let Some(nulls) = stats.null_count_opt() else {
+            return false;
+        };
+        let mut poisoned_max = false;
+        let (lo, hi) = match (l.kind, stats) {
+            (Kind::Int | Kind::Date, S::Int32(s)) => (
+                s.min_opt().map(|v| Bound::Int(i64::from(*v))),
+                s.max_opt().map(|v| Bound::Int(i64::from(*v))),
+            ),
+            (Kind::Int | Kind::Timestamp | Kind::TimestampNtz, S::Int64(s)) => (
+                s.min_opt().map(|v| Bound::Int(*v)),
+                s.max_opt().map(|v| Bound::Int(*v)),
+            ),
+            (Kind::Str, S::ByteArray(s)) => {
+                fn exact(
+                    v: Option<&parquet::data_type::ByteArray>,
+                    is_exact: bool,
+                ) -> Option<Option<&str>> {
+                    match v {
+                        None => Some(None),
+                        Some(b) if is_exact => std::str::from_utf8(b.data()).ok().map(Some),
+                        Some(_) => None,
+                    }
+                }
+                let (Some(lo), Some(hi)) = (
+                    exact(s.min_opt(), s.min_is_exact()),
+                    exact(s.max_opt(), s.max_is_exact()),
+                ) else {
+                    return false;
+                };
+                if hi.is_some_and(|v| v.chars().count() > STRING_PREFIX_CHARS) {
+                    // A truncated prefix is not an upper bound.
+                    poisoned_max = true;
+                }
+                (
+                    lo.map(|v| Bound::Str(v.chars().take(STRING_PREFIX_CHARS).collect())),
+                    hi.map(|v| Bound::Str(v.to_string())),
+                )
+            }
+            _ => return false,
+        };
+        l.nulls += nulls as i64;
+        l.poisoned_max |= poisoned_max;
+        if let Some(lo) = lo {
+            if l.min.as_ref().is_none_or(|m| lo.less(m)) {
+                l.min = Some(lo);
+            }
+        }
+        if let Some(hi) = hi {
+            if l.max.as_ref().is_none_or(|m| m.less(&hi)) {
+                l.max = Some(hi);
+            }
+        }
+        true
+    }
+
     /// A collector for the same columns with nothing collected yet (for a part of the
     /// file collected on its own and [`StatsCollector::merge`]d in later).
     pub fn empty_like(&self) -> Self {
@@ -416,6 +525,52 @@ mod tests {
     use arrow::array::{Float64Array, Int64Array, StringArray};
     use arrow::datatypes::{Field, Schema};
     use std::sync::Arc;
+
+    #[test]
+    fn parquet_chunk_statistics_are_taken_only_when_exact() {
+        use parquet::data_type::ByteArray;
+        use parquet::file::statistics::Statistics as S;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", ArrowType::Int64, true),
+            Field::new("s", ArrowType::Utf8, true),
+            Field::new("x", ArrowType::Float64, true),
+        ]));
+        let mut c = StatsCollector::new(&schema, 32);
+        let leaves: Vec<usize> = c.parquet_leaves().iter().map(|(i, _)| *i).collect();
+        assert_eq!(leaves, vec![0, 1], "floats keep their own NaN rules");
+        assert!(c.absorb_parquet(0, &S::int64(Some(-3), Some(8), None, Some(2), false)));
+        assert!(c.absorb_parquet(0, &S::int64(Some(1), Some(11), None, Some(1), false)));
+        // No null count, or a truncated string: not taken.
+        assert!(!c.absorb_parquet(0, &S::int64(Some(-9), Some(9), None, None, false)));
+        let truncated = S::ByteArray(
+            parquet::file::statistics::ValueStatistics::new(
+                Some(ByteArray::from("a")),
+                Some(ByteArray::from("b")),
+                None,
+                Some(0),
+                false,
+            )
+            .with_max_is_exact(false),
+        );
+        assert!(!c.absorb_parquet(1, &truncated));
+        assert!(c.absorb_parquet(
+            1,
+            &S::byte_array(
+                Some(ByteArray::from("apple")),
+                Some(ByteArray::from("pear")),
+                None,
+                Some(4),
+                false
+            )
+        ));
+        let v: Value = serde_json::from_str(&c.to_json()).unwrap();
+        assert_eq!(v["minValues"]["id"], -3);
+        assert_eq!(v["maxValues"]["id"], 11);
+        assert_eq!(v["nullCount"]["id"], 3);
+        assert_eq!(v["minValues"]["s"], "apple");
+        assert_eq!(v["maxValues"]["s"], "pear");
+        assert_eq!(v["nullCount"]["s"], 4);
+    }
 
     #[test]
     fn collects_min_max_nulls_across_batches() {

@@ -278,6 +278,24 @@ fn encode_row_group(
             },
         ));
     }
+    // Statistics the column writers keep anyway are taken from their chunks: the
+    // statistics task only goes over the other leaves. (leaf, chunk) pairs.
+    let mut first_chunk = Vec::with_capacity(schema.fields().len());
+    let mut chunk = 0;
+    for f in schema.fields() {
+        first_chunk.push(chunk);
+        chunk += count_leaves(f.data_type());
+    }
+    let from_chunks: Vec<(usize, usize)> = stats
+        .parquet_leaves()
+        .into_iter()
+        .filter_map(|(leaf, name)| {
+            let i = schema.index_of(name).ok()?;
+            (count_leaves(schema.field(i).data_type()) == 1).then(|| (leaf, first_chunk[i]))
+        })
+        .collect();
+    let mut skip: Vec<usize> = from_chunks.iter().map(|(leaf, _)| *leaf).collect();
+    skip.sort_unstable();
     // Largest columns first: the last task to finish is then a small one.
     tasks.sort_by_key(|(cost, _)| std::cmp::Reverse(*cost));
     let mut tasks: Vec<Task> = tasks.into_iter().map(|(_, t)| t).collect();
@@ -295,7 +313,7 @@ fn encode_row_group(
                 Task::Stats => {
                     let mut stats = stats_slot.lock().map_err(poisoned)?;
                     for b in group {
-                        stats.update(b);
+                        stats.update_skipping(b, &skip);
                     }
                 }
                 Task::Column { index, mut writers } => {
@@ -331,7 +349,20 @@ fn encode_row_group(
     })?;
     let mut results = results.into_inner().map_err(poisoned)?;
     results.sort_by_key(|(i, _)| *i);
-    Ok(results.into_iter().flat_map(|(_, chunks)| chunks).collect())
+    let chunks: Vec<ArrowColumnChunk> = results.into_iter().flat_map(|(_, c)| c).collect();
+    let stats = stats_slot.into_inner().map_err(poisoned)?;
+    for (leaf, chunk) in from_chunks {
+        let absorbed = chunks
+            .get(chunk)
+            .and_then(|c| c.close().metadata.statistics())
+            .is_some_and(|s| stats.absorb_parquet(leaf, s));
+        if !absorbed {
+            for b in group {
+                stats.update_leaf(leaf, b);
+            }
+        }
+    }
+    Ok(chunks)
 }
 
 /// Top-level primitive columns whose first values are mostly distinct: dictionary
@@ -688,5 +719,91 @@ impl DataWriter {
             out.push((values, part));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{
+        Date32Array, Float64Array, Int16Array, Int64Array, Int8Array, StringArray,
+        TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::{DataType as ArrowType, Field, TimeUnit};
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+
+    /// The writer takes integer, date, timestamp and string statistics from Parquet's
+    /// column chunks: they must be what the collector computes from the values
+    /// (nulls, all-null columns, long and multi-byte strings, several row groups).
+    #[tokio::test]
+    async fn statistics_from_parquet_chunks_equal_the_collectors() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i8", ArrowType::Int8, true),
+            Field::new("i16", ArrowType::Int16, true),
+            Field::new("i64", ArrowType::Int64, true),
+            Field::new("d", ArrowType::Date32, true),
+            Field::new(
+                "ts",
+                ArrowType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("s", ArrowType::Utf8, true),
+            Field::new("empty", ArrowType::Utf8, true),
+            Field::new("f", ArrowType::Float64, true),
+        ]));
+        let n = 3000usize;
+        let long = "ü".repeat(40);
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int8Array::from_iter(
+                    (0..n).map(|i| (i % 7 != 0).then_some(((i % 200) as i16 - 100) as i8)),
+                )),
+                Arc::new(Int16Array::from_iter((0..n).map(|i| Some(-(i as i16))))),
+                Arc::new(Int64Array::from_iter(
+                    (0..n).map(|i| (i % 5 != 0).then_some(i as i64 * 1_000_003 - 7)),
+                )),
+                Arc::new(Date32Array::from_iter(
+                    (0..n).map(|i| Some(i as i32 - 1500)),
+                )),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter((0..n).map(|i| Some(i as i64 * 17)))
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(StringArray::from_iter((0..n).map(|i| match i % 4 {
+                    0 => None,
+                    1 => Some(format!("k{i:05}")),
+                    2 => Some(long.clone()),
+                    _ => Some("ä€𝄞".to_string()),
+                }))),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+                Arc::new(Float64Array::from_iter(
+                    (0..n).map(|i| Some(i as f64 / 3.0)),
+                )),
+            ],
+        )
+        .unwrap();
+        let mut expected = StatsCollector::new(&schema, DEFAULT_NUM_INDEXED_COLS);
+        expected.update(&batch);
+        let store = TableStore::new(Arc::new(InMemory::new()), Path::from("t"), "memory://t");
+        let delta: StructType = StructType::from_arrow(&schema).unwrap();
+        let options = WriterOptions {
+            row_group_rows: 1000,
+            ..WriterOptions::default()
+        };
+        let mut w = DataWriter::new(store, &delta, &schema, &[], options).unwrap();
+        w.write(&batch.slice(0, 1700)).await.unwrap();
+        w.write(&batch.slice(1700, n - 1700)).await.unwrap();
+        let adds = w.finish().await.unwrap();
+        assert_eq!(adds.len(), 1);
+        let got: serde_json::Value =
+            serde_json::from_str(adds[0].stats.as_deref().unwrap()).unwrap();
+        let want: serde_json::Value = serde_json::from_str(&expected.to_json()).unwrap();
+        assert_eq!(got, want);
+        // The long string poisons the string maximum; the all-null column has none.
+        assert!(got["maxValues"].get("s").is_none());
+        assert!(got["minValues"].get("empty").is_none());
+        assert_eq!(got["nullCount"]["empty"], 3000);
     }
 }
