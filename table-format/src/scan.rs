@@ -273,7 +273,13 @@ impl ScanBuilder {
         let stream = futures::stream::iter(plan.files)
             .map(move |add| {
                 let ctx = ctx.clone();
-                async move { ctx.open_ahead(add).await }
+                // Each file opens (reads and parses its footer) in a task of its own,
+                // so that the files in flight open on every core.
+                async move {
+                    tokio::spawn(ctx.open_ahead(add))
+                        .await
+                        .map_err(|e| Error::Task(e.to_string()))?
+                }
             })
             .buffered(in_flight)
             .try_flatten();
