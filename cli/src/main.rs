@@ -273,6 +273,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
+    shoal_format::tune_allocator();
     // `shoal scan ... | head`: a closed stdout ends the command quietly, as Unix tools do,
     // instead of a panic report from `println!`.
     let default_hook = std::panic::take_hook();

@@ -180,6 +180,7 @@ fn watch_signals() -> watch::Receiver<bool> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    shoal_format::tune_allocator();
     let args = Args::parse();
     let config = load_config(&args)?;
     init_logs(config.service.log_format);

@@ -36,3 +36,22 @@ pub use snapshot::Snapshot;
 pub use storage::{StorageOptions, TableStore};
 pub use table::Table;
 pub use write::SchemaMode;
+
+/// Process-wide allocator settings for Shoal's binaries, called first thing in
+/// `main`. With glibc, every thread that allocates while another holds an arena gets
+/// an arena of its own (up to 8 per core), each keeping the memory freed into it, and
+/// the threshold above which blocks are mapped (and unmapped when freed) grows with
+/// the largest block freed so far, up to 32 MiB: Parquet encoding on short-lived
+/// blocking-pool threads then leaves the resident memory of a rewrite well above what
+/// is live. Two arenas and a fixed 4 MiB threshold keep it close to the live set at no
+/// measurable cost in speed (W6 MERGE: peak 445 -> 375 MB). Elsewhere this does
+/// nothing.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; both take effect for
+    // allocations made afterwards and are safe to set while other threads allocate.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+    }
+}

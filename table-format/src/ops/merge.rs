@@ -570,6 +570,8 @@ impl Plan {
             return Err(Error::InvalidArgument(
                 "MERGE needs a source (an empty batch gives its schema)".into(),
             ));
+        } else if b.source.len() == 1 {
+            b.source[0].clone()
         } else {
             let schema = b.source[0].schema();
             concat_batches(&schema, &b.source)?

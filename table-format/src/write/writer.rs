@@ -24,7 +24,7 @@ use crate::protocol::partition::{encode_add_path, partition_dir, serialize_value
 use crate::protocol::stats::{StatsCollector, DEFAULT_NUM_INDEXED_COLS};
 use crate::protocol::{Add, DataType, Metadata, StructType};
 use crate::snapshot::Snapshot;
-use crate::storage::TableStore;
+use crate::storage::{TableStore, MULTIPART_PART_SIZE};
 
 /// Default target size of a data file (128 MiB).
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
@@ -599,7 +599,13 @@ impl DataWriter {
     /// pass the store's multipart threshold (on local disk the upload is a staging
     /// file renamed into place on `finish`).
     async fn stream(&self, file: &mut OpenFile) -> Result<()> {
-        if file.buffered() < self.store.multipart_threshold() {
+        // Files below the threshold go up whole in one request; once a file's upload
+        // has started, its bytes leave a part at a time.
+        let limit = match file.upload {
+            Some(_) => MULTIPART_PART_SIZE.min(self.store.multipart_threshold()),
+            None => self.store.multipart_threshold(),
+        };
+        if file.buffered() < limit {
             return Ok(());
         }
         let bytes = file.drain()?;

@@ -137,6 +137,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    shoal_format::tune_allocator();
     let args = Args::parse();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients * 2)

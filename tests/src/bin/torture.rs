@@ -405,6 +405,7 @@ fn random_pred(rng: &mut Rng, m: i64, ids: &[i64]) -> Pred {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    shoal_format::tune_allocator();
     let args = Args::parse();
     let journal = std::fs::OpenOptions::new()
         .create(true)

@@ -1606,6 +1606,7 @@ fn run_all(cfg: &Config, steps: &[String], out: Option<&Path>, clean: bool) -> R
 }
 
 fn main() -> std::process::ExitCode {
+    shoal_format::tune_allocator();
     match real_main() {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
