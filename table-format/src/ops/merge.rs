@@ -450,7 +450,6 @@ struct Plan {
     source: RecordBatch,
     /// Key columns: (target column index, source key array cast to the target type).
     key_columns: Vec<usize>,
-    source_keys: Rows,
     converter: RowConverter,
     /// Source rows by key: the first row, chained to the next by `next`.
     index: KeyIndex,
@@ -484,6 +483,8 @@ enum KeyIndex {
     Rows {
         hasher: ahash::RandomState,
         heads: HashMap<u64, u32, ahash::RandomState>,
+        /// The source rows' keys, row-encoded.
+        keys: Rows,
     },
 }
 
@@ -508,7 +509,11 @@ impl KeyBitmap {
 impl KeyIndex {
     /// Indexes the `eligible` source rows; returns the index and the chains (`next`
     /// of each row: the following eligible row with an equal key, in source order).
-    fn build(keys: &[ArrayRef], rows: &Rows, eligible: &[bool]) -> Result<(KeyIndex, Vec<u32>)> {
+    fn build(
+        keys: &[ArrayRef],
+        converter: &RowConverter,
+        eligible: &[bool],
+    ) -> Result<(KeyIndex, Vec<u32>)> {
         let n = eligible.len();
         let mut next = vec![NO_NEXT; n];
         let integer = keys.len() == 1
@@ -547,6 +552,7 @@ impl KeyIndex {
             });
             return Ok((KeyIndex::Int { heads, present }, next));
         }
+        let rows = converter.convert_columns(keys)?;
         let hasher = ahash::RandomState::new();
         let mut heads: HashMap<u64, u32, ahash::RandomState> =
             HashMap::with_capacity_and_hasher(n, ahash::RandomState::new());
@@ -559,7 +565,14 @@ impl KeyIndex {
                 next[i] = prev;
             }
         }
-        Ok((KeyIndex::Rows { hasher, heads }, next))
+        Ok((
+            KeyIndex::Rows {
+                hasher,
+                heads,
+                keys: rows,
+            },
+            next,
+        ))
     }
 }
 
@@ -683,7 +696,6 @@ impl Plan {
             source = dedupe_last(&source, &converter, &source_key_arrays(&source)?, order)?;
         }
         let key_arrays = source_key_arrays(&source)?;
-        let source_keys = converter.convert_columns(&key_arrays)?;
 
         // Rows that can match: non-null keys passing the source-only filter.
         let mut eligible = vec![true; source.num_rows()];
@@ -701,7 +713,7 @@ impl Plan {
                 *e &= m.value(i);
             }
         }
-        let (index, next) = KeyIndex::build(&key_arrays, &source_keys, &eligible)?;
+        let (index, next) = KeyIndex::build(&key_arrays, &converter, &eligible)?;
 
         // The target-side read predicate: key ranges plus target-only conditions.
         let mut read_exprs: Vec<Expr> = Vec::new();
@@ -853,7 +865,6 @@ impl Plan {
             joined_arrow,
             source,
             key_columns,
-            source_keys,
             converter,
             index,
             next,
@@ -897,7 +908,11 @@ impl Plan {
                     }
                 }
             }
-            KeyIndex::Rows { hasher, heads } => {
+            KeyIndex::Rows {
+                hasher,
+                heads,
+                keys: source_keys,
+            } => {
                 let rows = self.converter.convert_columns(keys)?;
                 for (i, slot) in first.iter_mut().enumerate() {
                     if keys.iter().any(|k| k.is_null(i)) || skip(i) {
@@ -908,7 +923,7 @@ impl Plan {
                     // Rows with the same hash: equal keys, or a collision told apart by
                     // the key bytes.
                     while at != NO_NEXT {
-                        if self.source_keys.row(at as usize).data() == key {
+                        if source_keys.row(at as usize).data() == key {
                             match slot {
                                 None => *slot = Some(at),
                                 Some(_) => multi.push((i as u32, at)),
@@ -1305,34 +1320,58 @@ impl Plan {
             out.adds = writer.finish().await?;
         }
 
-        // 4. Inserts from the source rows nothing matched, in files of their own.
+        // 4. Inserts from the source rows nothing matched, in files of their own,
+        // a slice of the source at a time.
         if !self.not_matched.is_empty() && self.source.num_rows() > 0 {
-            let matched = source_matched.finish();
-            let unmatched = not(&BooleanArray::new(matched, None))?;
-            let rows = filter_record_batch(&self.source, &unmatched)?;
-            if rows.num_rows() > 0 {
-                let joined = half_joined(&self.joined_arrow, &rows, false)?;
-                let nulls: Vec<ArrayRef> = self
-                    .target_arrow
-                    .fields()
-                    .iter()
-                    .map(|f| arrow::array::new_null_array(f.data_type(), rows.num_rows()))
-                    .collect();
-                let everyone = BooleanArray::from(vec![true; rows.num_rows()]);
-                let (columns, chosen, _) =
-                    apply_clauses(&self.not_matched, &joined, &everyone, nulls)?;
-                let inserted = self.target_batch(columns, &chosen)?;
-                stats.rows_inserted += inserted.num_rows() as u64;
-                if inserted.num_rows() > 0 {
-                    let mut writer = self.writer(snapshot, options)?;
-                    if let Err(e) = writer.write(&inserted).await {
-                        writer.abandon().await;
-                        let paths: Vec<String> = out.adds.iter().map(|a| a.path.clone()).collect();
-                        crate::write::delete_unreferenced(snapshot.store(), &paths).await;
-                        return Err(e);
+            let matched = BooleanArray::new(source_matched.finish(), None);
+            let mut writer: Option<DataWriter> = None;
+            let inserted = async {
+                let mut at = 0;
+                while at < self.source.num_rows() {
+                    let len = (self.source.num_rows() - at).min(64 * 1024);
+                    let unmatched = not(&matched.slice(at, len))?;
+                    at += len;
+                    let rows = filter_record_batch(&self.source.slice(at - len, len), &unmatched)?;
+                    if rows.num_rows() == 0 {
+                        continue;
                     }
-                    out.adds.extend(writer.finish().await?);
+                    let joined = half_joined(&self.joined_arrow, &rows, false)?;
+                    let nulls: Vec<ArrayRef> = self
+                        .target_arrow
+                        .fields()
+                        .iter()
+                        .map(|f| arrow::array::new_null_array(f.data_type(), rows.num_rows()))
+                        .collect();
+                    let everyone = BooleanArray::from(vec![true; rows.num_rows()]);
+                    let (columns, chosen, _) =
+                        apply_clauses(&self.not_matched, &joined, &everyone, nulls)?;
+                    let batch = self.target_batch(columns, &chosen)?;
+                    stats.rows_inserted += batch.num_rows() as u64;
+                    if batch.num_rows() > 0 {
+                        let w = match &mut writer {
+                            Some(w) => w,
+                            None => writer.insert(self.writer(snapshot, options)?),
+                        };
+                        w.write(&batch).await?;
+                    }
                 }
+                Ok::<_, Error>(())
+            }
+            .await;
+            let finished = match (inserted, writer) {
+                (Ok(()), Some(w)) => w.finish().await.map(|adds| out.adds.extend(adds)),
+                (Ok(()), None) => Ok(()),
+                (Err(e), w) => {
+                    if let Some(w) = w {
+                        w.abandon().await;
+                    }
+                    Err(e)
+                }
+            };
+            if let Err(e) = finished {
+                let paths: Vec<String> = out.adds.iter().map(|a| a.path.clone()).collect();
+                crate::write::delete_unreferenced(snapshot.store(), &paths).await;
+                return Err(e);
             }
         }
         stats.rewrite_ms = rewrite_started.elapsed().as_millis() as u64;
