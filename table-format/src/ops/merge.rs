@@ -497,12 +497,9 @@ struct KeyBitmap {
 
 impl KeyBitmap {
     fn contains(&self, v: i64) -> bool {
-        let off = (v as i128) - (self.min as i128);
-        if off < 0 || off >= self.len as i128 {
-            return false;
-        }
-        let off = off as u64;
-        self.bits[(off / 64) as usize] >> (off % 64) & 1 == 1
+        // Below `min` wraps around to a large offset: out of range too.
+        let off = (v as u64).wrapping_sub(self.min as u64);
+        off < self.len && self.bits[(off / 64) as usize] >> (off % 64) & 1 == 1
     }
 }
 
@@ -890,12 +887,13 @@ impl Plan {
             KeyIndex::Int { heads, present } => {
                 let k = cast(&keys[0], &ArrowType::Int64)?;
                 let k = k.as_primitive::<Int64Type>();
-                for (i, slot) in first.iter_mut().enumerate() {
-                    if k.is_null(i) || skip(i) {
-                        continue;
-                    }
-                    let v = k.value(i);
-                    if present.as_ref().is_some_and(|p| !p.contains(v)) {
+                let nulls = k.nulls();
+                for ((i, slot), &v) in first.iter_mut().enumerate().zip(k.values().iter()) {
+                    // Most rows stop at the bitmap: test it first.
+                    if present.as_ref().is_some_and(|p| !p.contains(v))
+                        || nulls.is_some_and(|n| n.is_null(i))
+                        || skip(i)
+                    {
                         continue;
                     }
                     if let Some(&h) = heads.get(&v) {
@@ -1543,6 +1541,11 @@ impl Plan {
                 batch.columns().to_vec(),
             )?));
         }
+        if self.by_source.is_empty() && n_matched * 2 < n {
+            return self
+                .merge_matched_rows(batch, &source_idx, n_matched, stats)
+                .map(Some);
+        }
         let joined = join_batches(&self.joined_arrow, batch, &self.source, &source_idx)?;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         let mut keep = BooleanArray::from(vec![true; n]);
@@ -1563,6 +1566,72 @@ impl Plan {
         }
         stats.rows_copied += (n - changed.true_count()) as u64;
         Ok(Some(self.target_batch(columns, &keep)?))
+    }
+
+    /// [`Plan::merge_batch`] for a batch where few rows matched and no NOT MATCHED
+    /// BY SOURCE clause applies: the clauses run on the matched rows alone (no source
+    /// columns taken for the others), whose new values are then put back in their
+    /// places, deleted rows left out; the other rows are copied as they are.
+    fn merge_matched_rows(
+        &self,
+        batch: &RecordBatch,
+        source_idx: &UInt32Array,
+        n_matched: usize,
+        stats: &mut MergeResult,
+    ) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        let mut target_rows = Vec::with_capacity(n_matched);
+        let mut source_rows = Vec::with_capacity(n_matched);
+        for (i, s) in source_idx.iter().enumerate() {
+            if let Some(s) = s {
+                target_rows.push(i as u32);
+                source_rows.push(s);
+            }
+        }
+        let targets = arrow::compute::take_record_batch(batch, &UInt32Array::from(target_rows))?;
+        let joined = join_batches(
+            &self.joined_arrow,
+            &targets,
+            &self.source,
+            &UInt32Array::from(source_rows),
+        )?;
+        let everyone = BooleanArray::from(vec![true; n_matched]);
+        let (new_columns, chosen, deleted) = apply_clauses(
+            &self.matched,
+            &joined,
+            &everyone,
+            targets.columns().to_vec(),
+        )?;
+        let n_deleted = deleted.true_count();
+        stats.rows_updated += and(&chosen, &not(&deleted)?)?.true_count() as u64;
+        stats.rows_deleted += n_deleted as u64;
+        stats.rows_copied += (n - chosen.true_count()) as u64;
+        // Every row in its place: unmatched ones from the batch, matched ones from
+        // their new values.
+        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(n - n_deleted);
+        let mut k = 0usize;
+        for (i, s) in source_idx.iter().enumerate() {
+            if s.is_some() {
+                if !deleted.value(k) {
+                    picks.push((1, k));
+                }
+                k += 1;
+            } else {
+                picks.push((0, i));
+            }
+        }
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(&new_columns)
+            .map(|(old, new)| {
+                Ok(arrow::compute::interleave(
+                    &[old.as_ref(), new.as_ref()],
+                    &picks,
+                )?)
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        self.target_batch(columns, &BooleanArray::from(vec![true; picks.len()]))
     }
 
     /// The rows of `keep` as a batch of the target schema; a NULL bound for a
