@@ -473,12 +473,11 @@ type Matches = (Vec<Option<u32>>, Vec<(u32, u32)>);
 
 /// The source rows by key.
 enum KeyIndex {
-    /// One integer key column: rows by value, and when the source's keys are dense
-    /// enough, a bitmap of them that turns most target rows away with one bit test.
-    Int {
-        heads: HashMap<i64, u32, ahash::RandomState>,
-        present: Option<KeyBitmap>,
-    },
+    /// One integer key column whose values are dense enough for a bitmap: most target
+    /// rows are turned away by one bit test, the others find their row by rank.
+    Dense(KeyBitmap),
+    /// One integer key column: rows by value.
+    Int(HashMap<i64, u32, ahash::RandomState>),
     /// Any other keys: rows by the hash of their row encoding.
     Rows {
         hasher: ahash::RandomState,
@@ -488,18 +487,31 @@ enum KeyIndex {
     },
 }
 
-/// The set of integer keys in `min ..= min + len - 1`, one bit each.
+/// The set of integer keys in `min ..= min + len - 1`, one bit each, and the first
+/// source row of each key by its rank among the keys.
 struct KeyBitmap {
     min: i64,
     len: u64,
     bits: Vec<u64>,
+    /// Keys below each word of `bits`.
+    ranks: Vec<u32>,
+    heads: Vec<u32>,
 }
 
 impl KeyBitmap {
-    fn contains(&self, v: i64) -> bool {
+    /// The rank of `v` among the keys, when it is one.
+    fn rank(&self, v: i64) -> Option<usize> {
         // Below `min` wraps around to a large offset: out of range too.
         let off = (v as u64).wrapping_sub(self.min as u64);
-        off < self.len && self.bits[(off / 64) as usize] >> (off % 64) & 1 == 1
+        if off >= self.len {
+            return None;
+        }
+        let (word, bit) = ((off / 64) as usize, off % 64);
+        let w = self.bits[word];
+        if w >> bit & 1 == 0 {
+            return None;
+        }
+        Some(self.ranks[word] as usize + (w & ((1u64 << bit) - 1)).count_ones() as usize)
     }
 }
 
@@ -521,33 +533,59 @@ impl KeyIndex {
         if integer {
             let k = cast(&keys[0], &ArrowType::Int64)?;
             let k = k.as_primitive::<Int64Type>();
+            let eligible_values = || (0..n).filter(|i| eligible[*i]).map(|i| k.value(i));
+            let lo = eligible_values().min().unwrap_or(0);
+            let hi = eligible_values().max().unwrap_or(-1);
+            // Dense keys (a bitmap of at most 64 bits per source row, and 8 Mi bits
+            // allowed whatever the source): the key's rank among the bits set is where
+            // its first row is kept; a few MB where a hash map takes tens.
+            let span = (hi as i128) - (lo as i128) + 1;
+            if span > 0 && span <= (64 * n as i128).max(1 << 23) {
+                let len = span as u64;
+                let mut bits = vec![0u64; len.div_ceil(64) as usize];
+                for v in eligible_values() {
+                    let off = (v as u64).wrapping_sub(lo as u64);
+                    bits[(off / 64) as usize] |= 1 << (off % 64);
+                }
+                let mut ranks = Vec::with_capacity(bits.len());
+                let mut total = 0u32;
+                for w in &bits {
+                    ranks.push(total);
+                    total += w.count_ones();
+                }
+                let mut map = KeyBitmap {
+                    min: lo,
+                    len,
+                    bits,
+                    ranks,
+                    heads: vec![NO_NEXT; total as usize],
+                };
+                // In reverse, so chains run in source order.
+                for i in (0..n).rev() {
+                    if !eligible[i] {
+                        continue;
+                    }
+                    if let Some(r) = map.rank(k.value(i)) {
+                        let head = &mut map.heads[r];
+                        if *head != NO_NEXT {
+                            next[i] = *head;
+                        }
+                        *head = i as u32;
+                    }
+                }
+                return Ok((KeyIndex::Dense(map), next));
+            }
             let mut heads: HashMap<i64, u32, ahash::RandomState> =
                 HashMap::with_capacity_and_hasher(n, ahash::RandomState::new());
-            let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-            // In reverse, so chains run in source order.
             for i in (0..n).rev() {
                 if !eligible[i] {
                     continue;
                 }
-                let v = k.value(i);
-                lo = lo.min(v);
-                hi = hi.max(v);
-                if let Some(prev) = heads.insert(v, i as u32) {
+                if let Some(prev) = heads.insert(k.value(i), i as u32) {
                     next[i] = prev;
                 }
             }
-            // A bitmap of at most 64 bits per source row (and at least 1 MiB allowed).
-            let span = (hi as i128) - (lo as i128) + 1;
-            let present = (span > 0 && span <= (64 * n as i128).max(1 << 23)).then(|| {
-                let len = span as u64;
-                let mut bits = vec![0u64; len.div_ceil(64) as usize];
-                for &v in heads.keys() {
-                    let off = (v as i128 - lo as i128) as u64;
-                    bits[(off / 64) as usize] |= 1 << (off % 64);
-                }
-                KeyBitmap { min: lo, len, bits }
-            });
-            return Ok((KeyIndex::Int { heads, present }, next));
+            return Ok((KeyIndex::Int(heads), next));
         }
         let rows = converter.convert_columns(keys)?;
         let hasher = ahash::RandomState::new();
@@ -884,25 +922,26 @@ impl Plan {
         let mut multi: Vec<(u32, u32)> = Vec::new();
         let skip = |i: usize| filter.is_some_and(|f| !f.is_valid(i) || !f.value(i));
         match &self.index {
-            KeyIndex::Int { heads, present } => {
+            KeyIndex::Dense(_) | KeyIndex::Int(_) => {
                 let k = cast(&keys[0], &ArrowType::Int64)?;
                 let k = k.as_primitive::<Int64Type>();
                 let nulls = k.nulls();
                 for ((i, slot), &v) in first.iter_mut().enumerate().zip(k.values().iter()) {
-                    // Most rows stop at the bitmap: test it first.
-                    if present.as_ref().is_some_and(|p| !p.contains(v))
-                        || nulls.is_some_and(|n| n.is_null(i))
-                        || skip(i)
-                    {
+                    // Most rows stop here: test the key first.
+                    let head = match &self.index {
+                        KeyIndex::Dense(map) => map.rank(v).map(|r| map.heads[r]),
+                        KeyIndex::Int(heads) => heads.get(&v).copied(),
+                        KeyIndex::Rows { .. } => None,
+                    };
+                    let Some(h) = head else { continue };
+                    if nulls.is_some_and(|n| n.is_null(i)) || skip(i) {
                         continue;
                     }
-                    if let Some(&h) = heads.get(&v) {
-                        *slot = Some(h);
-                        let mut at = self.next[h as usize];
-                        while at != NO_NEXT {
-                            multi.push((i as u32, at));
-                            at = self.next[at as usize];
-                        }
+                    *slot = Some(h);
+                    let mut at = self.next[h as usize];
+                    while at != NO_NEXT {
+                        multi.push((i as u32, at));
+                        at = self.next[at as usize];
                     }
                 }
             }
@@ -1736,4 +1775,61 @@ fn duplicate_match(batch: &RecordBatch, keys: &[(usize, String)], row: usize) ->
         "MERGE: several source rows match the same target row ({}); deduplicate the source (e.g. --dedupe-by an ordering column)",
         key_text.join(", ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+
+    /// The first source row of `v` and the rest of its chain, as the index finds them.
+    fn rows_of(index: &KeyIndex, next: &[u32], v: i64) -> Vec<u32> {
+        let head = match index {
+            KeyIndex::Dense(map) => map.rank(v).map(|r| map.heads[r]),
+            KeyIndex::Int(heads) => heads.get(&v).copied(),
+            KeyIndex::Rows { .. } => panic!("integer keys"),
+        };
+        let mut out = Vec::new();
+        let mut at = head.unwrap_or(NO_NEXT);
+        while at != NO_NEXT {
+            out.push(at);
+            at = next[at as usize];
+        }
+        out
+    }
+
+    /// Dense keys (bitmap and ranks) and sparse ones (hash map) find the same rows:
+    /// duplicates chained in source order, ineligible rows left out, keys outside the
+    /// range (below the minimum too) and between keys found nowhere.
+    #[test]
+    fn integer_key_indexes_find_every_row_of_a_key() {
+        for (scale, dense) in [(1i64, true), (1_000_000_000_000, false)] {
+            let values = [5, 9, 5, -7, 64, 5, 9, 130];
+            let keys: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(
+                values.iter().map(|v| v * scale).collect::<Vec<_>>(),
+            ))];
+            let eligible = vec![true, true, true, true, true, false, true, true];
+            let converter = RowConverter::new(vec![SortField::new(ArrowType::Int64)]).unwrap();
+            let (index, next) = KeyIndex::build(&keys, &converter, &eligible).unwrap();
+            assert_eq!(matches!(index, KeyIndex::Dense(_)), dense);
+            assert_eq!(
+                rows_of(&index, &next, 5 * scale),
+                vec![0, 2],
+                "row 5 is not eligible"
+            );
+            assert_eq!(rows_of(&index, &next, 9 * scale), vec![1, 6]);
+            assert_eq!(rows_of(&index, &next, -7 * scale), vec![3]);
+            assert_eq!(rows_of(&index, &next, 64 * scale), vec![4]);
+            assert_eq!(rows_of(&index, &next, 130 * scale), vec![7]);
+            for missing in [6, -8, 131, 63, 65] {
+                assert!(
+                    rows_of(&index, &next, missing * scale).is_empty(),
+                    "{missing}"
+                );
+            }
+            for extreme in [i64::MIN, i64::MAX] {
+                assert!(rows_of(&index, &next, extreme).is_empty(), "{extreme}");
+            }
+        }
+    }
 }
