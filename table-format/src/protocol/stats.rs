@@ -211,16 +211,7 @@ impl StatsCollector {
         };
         l.nulls += nulls as i64;
         l.poisoned_max |= poisoned_max;
-        if let Some(lo) = lo {
-            if l.min.as_ref().is_none_or(|m| lo.less(m)) {
-                l.min = Some(lo);
-            }
-        }
-        if let Some(hi) = hi {
-            if l.max.as_ref().is_none_or(|m| m.less(&hi)) {
-                l.max = Some(hi);
-            }
-        }
+        l.widen(lo, hi);
         true
     }
 
@@ -252,16 +243,7 @@ impl StatsCollector {
             leaf.nulls += o.nulls;
             leaf.poisoned_min |= o.poisoned_min;
             leaf.poisoned_max |= o.poisoned_max;
-            if let Some(lo) = o.min {
-                if leaf.min.as_ref().is_none_or(|m| lo.less(m)) {
-                    leaf.min = Some(lo);
-                }
-            }
-            if let Some(hi) = o.max {
-                if leaf.max.as_ref().is_none_or(|m| m.less(&hi)) {
-                    leaf.max = Some(hi);
-                }
-            }
+            leaf.widen(o.min, o.max);
         }
     }
 
@@ -430,6 +412,11 @@ impl Leaf {
             }
             Kind::CountOnly => (None, None),
         };
+        self.widen(lo, hi);
+    }
+
+    /// Widens the bounds to take in `lo` and `hi`.
+    fn widen(&mut self, lo: Option<Bound>, hi: Option<Bound>) {
         if let Some(lo) = lo {
             if self.min.as_ref().is_none_or(|m| lo.less(m)) {
                 self.min = Some(lo);
