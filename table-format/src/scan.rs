@@ -545,7 +545,7 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
             let stream = b.build()?.map_err(Error::from).boxed();
             streams.push(if n_slices > 1 {
                 // The later slices buffer more: they run ahead while the first is read.
-                spawn_ahead(stream, if k == 0 { 2 } else { 4 })
+                spawn_ahead(stream, if k == 0 { 2 } else { 16 })
             } else {
                 stream
             });
