@@ -111,6 +111,10 @@ struct OpenFile {
     writer: SerializedFileWriter<Vec<u8>>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
+    /// The writer's properties before the per-column choices made on the first row
+    /// group (see [`OpenFile::seal`]).
+    base_props: WriterProperties,
+    delta_encoding: bool,
     /// Row groups being encoded, in file order.
     encoding: std::collections::VecDeque<Encoding>,
     encoding_rows: usize,
@@ -180,6 +184,15 @@ impl OpenFile {
     fn seal(&mut self, threads: usize) -> Result<()> {
         if self.pending_rows == 0 {
             return Ok(());
+        }
+        if self.row_groups == 0 {
+            // Column encodings are chosen on the first row group's rows rather than on
+            // the first batch alone, which may be a handful of rows (compaction of
+            // micro-batch files): the file's writer is set up again (it holds only the
+            // magic bytes yet).
+            let sample = leading_rows(&self.schema, &self.pending, COLUMN_SAMPLE_ROWS)?;
+            (self.writer, self.factory) =
+                file_format(&self.schema, &self.base_props, self.delta_encoding, &sample)?;
         }
         let group = std::mem::take(&mut self.pending);
         let rows = self.pending_rows;
@@ -380,11 +393,55 @@ fn encode_row_group(
     Ok(chunks)
 }
 
+/// Rows the per-column encoding choices look at.
+const COLUMN_SAMPLE_ROWS: usize = 16 * 1024;
+
+/// The first `n` rows of `batches` (fewer when they hold fewer) as one batch.
+fn leading_rows(schema: &SchemaRef, batches: &[RecordBatch], n: usize) -> Result<RecordBatch> {
+    let mut parts = Vec::new();
+    let mut rows = 0;
+    for b in batches {
+        if rows >= n {
+            break;
+        }
+        let take = b.num_rows().min(n - rows);
+        parts.push(b.slice(0, take));
+        rows += take;
+    }
+    Ok(arrow::compute::concat_batches(schema, &parts)?)
+}
+
+/// A Parquet file writer with `base` properties and per-column choices made on the
+/// `sample` rows: no dictionary for mostly distinct columns, DELTA_BINARY_PACKED for
+/// integers near their neighbours (when `delta_encoding`). ArrowWriter sets up the file
+/// (schema, Arrow schema metadata); the row groups are then encoded through the
+/// lower-level column writers of the factory.
+fn file_format(
+    schema: &SchemaRef,
+    base: &WriterProperties,
+    delta_encoding: bool,
+    sample: &RecordBatch,
+) -> Result<(SerializedFileWriter<Vec<u8>>, ArrowRowGroupWriterFactory)> {
+    let mut props = base.clone().into_builder();
+    for name in high_cardinality_columns(sample) {
+        if delta_encoding && delta_packs_well(sample, &name) {
+            props = props.set_column_encoding(
+                ColumnPath::from(name.clone()),
+                parquet::basic::Encoding::DELTA_BINARY_PACKED,
+            );
+        }
+        props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
+    }
+    Ok(
+        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.build()))?
+            .into_serialized_writer()?,
+    )
+}
+
 /// Top-level primitive columns whose first values are mostly distinct: dictionary
 /// encoding would only fill a dictionary to throw it away, so it is turned off.
 fn high_cardinality_columns(batch: &RecordBatch) -> Vec<String> {
-    const SAMPLE: usize = 16 * 1024;
-    let n = batch.num_rows().min(SAMPLE);
+    let n = batch.num_rows().min(COLUMN_SAMPLE_ROWS);
     if n < 1024 {
         return Vec::new();
     }
@@ -418,7 +475,6 @@ fn high_cardinality_columns(batch: &RecordBatch) -> Vec<String> {
 /// values (hashes) do not.
 fn delta_packs_well(batch: &RecordBatch, name: &str) -> bool {
     use arrow::datatypes::{DataType as A, Int64Type};
-    const SAMPLE: usize = 16 * 1024;
     let Some(column) = batch.column_by_name(name) else {
         return false;
     };
@@ -427,7 +483,7 @@ fn delta_packs_well(batch: &RecordBatch, name: &str) -> bool {
         A::Int64 | A::Timestamp(_, _) => 64,
         _ => return false,
     };
-    let sample = column.slice(0, column.len().min(SAMPLE));
+    let sample = column.slice(0, column.len().min(COLUMN_SAMPLE_ROWS));
     let Ok(values) = arrow::compute::cast(&sample, &A::Int64) else {
         return false;
     };
@@ -622,25 +678,18 @@ impl DataWriter {
         } else {
             format!("{dir}/{name}")
         };
-        let mut props = self.props.clone().into_builder();
-        for name in high_cardinality_columns(first) {
-            if self.options.delta_encoding && delta_packs_well(first, &name) {
-                props = props.set_column_encoding(
-                    ColumnPath::from(name.clone()),
-                    parquet::basic::Encoding::DELTA_BINARY_PACKED,
-                );
-            }
-            props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
-        }
-        // ArrowWriter sets up the file (schema, Arrow schema metadata); the row groups
-        // are then encoded column-parallel through the lower-level writers.
-        let (writer, factory) =
-            ArrowWriter::try_new(Vec::new(), self.data_schema.clone(), Some(props.build()))?
-                .into_serialized_writer()?;
+        let (writer, factory) = file_format(
+            &self.data_schema,
+            &self.props,
+            self.options.delta_encoding,
+            first,
+        )?;
         Ok(OpenFile {
             writer,
             factory,
             schema: self.data_schema.clone(),
+            base_props: self.props.clone(),
+            delta_encoding: self.options.delta_encoding,
             encoding: std::collections::VecDeque::new(),
             encoding_rows: 0,
             pending: Vec::new(),
@@ -923,8 +972,8 @@ mod tests {
         assert!(!delta_packs_well(&batch, "s"));
     }
 
-    /// Files carry DELTA_BINARY_PACKED integer columns (read back intact); the table
-    /// property turns it off.
+    /// Files carry DELTA_BINARY_PACKED integer columns (read back intact), also when
+    /// written in small batches; the table property turns it off.
     #[tokio::test]
     async fn delta_encoded_files_read_back_and_the_property_turns_it_off() {
         use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -943,7 +992,11 @@ mod tests {
                 ..WriterOptions::default()
             };
             let mut w = DataWriter::new(store, &delta, &schema, &[], options).unwrap();
-            w.write(&batch).await.unwrap();
+            // Small batches, as from compacting micro-batch files: the choice is made
+            // on the row group, not on the first batch.
+            for start in (0..20_000).step_by(1000) {
+                w.write(&batch.slice(start, 1000)).await.unwrap();
+            }
             let adds = w.finish().await.unwrap();
             let path = Path::from(format!("t/{}", adds[0].path));
             let bytes = object_store::ObjectStoreExt::get(inner.as_ref(), &path)
