@@ -67,8 +67,14 @@ fn compare_versions(table: &str, dumps: &Path, latest: i64) {
 }
 
 fn batch(i: i64, with_note: bool) -> RecordBatch {
-    let ids: Vec<i64> = (0..50).map(|j| i * 100 + j).collect();
-    let countries: Vec<Option<&str>> = (0..50)
+    rows_batch(i, 50, with_note)
+}
+
+/// `rows` rows with ids from `i * 100` up. From about a thousand rows on, the writer
+/// stores `id` and `ts` DELTA_BINARY_PACKED.
+fn rows_batch(i: i64, rows: i64, with_note: bool) -> RecordBatch {
+    let ids: Vec<i64> = (0..rows).map(|j| i * 100 + j).collect();
+    let countries: Vec<Option<&str>> = (0..rows)
         .map(|j| match j % 4 {
             0 => Some("US"),
             1 => Some("FR/x y"),
@@ -104,6 +110,28 @@ fn batch(i: i64, with_note: bool) -> RecordBatch {
         )));
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+/// Data files under `dir` with a DELTA_BINARY_PACKED column.
+fn delta_packed_files(dir: &std::path::Path) -> usize {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            n += delta_packed_files(&path);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+            let packed = reader.metadata().row_groups().iter().any(|rg| {
+                rg.columns().iter().any(|c| {
+                    c.encodings()
+                        .any(|e| e == parquet::basic::Encoding::DELTA_BINARY_PACKED)
+                })
+            });
+            n += usize::from(packed);
+        }
+    }
+    n
 }
 
 /// Where a test's table lives and how delta-rs reaches it: a local directory, or a
@@ -173,7 +201,12 @@ fn shoal_writes_delta_rs_reads(py: &str, place: &Place) {
             .await
             .unwrap();
         for i in 1..15 {
-            t.write(vec![batch(i, false)]).execute().await.unwrap();
+            // One large batch: its partition files hold 3,000 rows each.
+            let rows = if i == 7 { 12_000 } else { 50 };
+            t.write(vec![rows_batch(i * 1000, rows, false)])
+                .execute()
+                .await
+                .unwrap();
         }
         t.write(vec![batch(50, false)])
             .with_mode(SaveMode::Overwrite)
@@ -188,6 +221,12 @@ fn shoal_writes_delta_rs_reads(py: &str, place: &Place) {
                 .unwrap();
         }
         let snap = t.snapshot().await.unwrap();
+        if place.options.is_none() {
+            assert!(
+                delta_packed_files(std::path::Path::new(&place.table)) > 0,
+                "the large batch should be written DELTA_BINARY_PACKED, for delta-rs to read"
+            );
+        }
         assert_eq!(snap.version(), 27);
         assert_eq!(
             snap.checkpoint_version(),
