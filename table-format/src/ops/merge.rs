@@ -516,6 +516,15 @@ impl KeyBitmap {
 }
 
 impl KeyIndex {
+    /// The first source row of an integer key (`None` for row-encoded keys).
+    fn first_row(&self, v: i64) -> Option<u32> {
+        match self {
+            KeyIndex::Dense(map) => map.rank(v).map(|r| map.heads[r]),
+            KeyIndex::Int(heads) => heads.get(&v).copied(),
+            KeyIndex::Rows { .. } => None,
+        }
+    }
+
     /// Indexes the `eligible` source rows; returns the index and the chains (`next`
     /// of each row: the following eligible row with an equal key, in source order).
     fn build(
@@ -928,12 +937,9 @@ impl Plan {
                 let nulls = k.nulls();
                 for ((i, slot), &v) in first.iter_mut().enumerate().zip(k.values().iter()) {
                     // Most rows stop here: test the key first.
-                    let head = match &self.index {
-                        KeyIndex::Dense(map) => map.rank(v).map(|r| map.heads[r]),
-                        KeyIndex::Int(heads) => heads.get(&v).copied(),
-                        KeyIndex::Rows { .. } => None,
+                    let Some(h) = self.index.first_row(v) else {
+                        continue;
                     };
-                    let Some(h) = head else { continue };
                     if nulls.is_some_and(|n| n.is_null(i)) || skip(i) {
                         continue;
                     }
@@ -1784,13 +1790,9 @@ mod tests {
 
     /// The first source row of `v` and the rest of its chain, as the index finds them.
     fn rows_of(index: &KeyIndex, next: &[u32], v: i64) -> Vec<u32> {
-        let head = match index {
-            KeyIndex::Dense(map) => map.rank(v).map(|r| map.heads[r]),
-            KeyIndex::Int(heads) => heads.get(&v).copied(),
-            KeyIndex::Rows { .. } => panic!("integer keys"),
-        };
+        assert!(!matches!(index, KeyIndex::Rows { .. }), "integer keys");
         let mut out = Vec::new();
-        let mut at = head.unwrap_or(NO_NEXT);
+        let mut at = index.first_row(v).unwrap_or(NO_NEXT);
         while at != NO_NEXT {
             out.push(at);
             at = next[at as usize];

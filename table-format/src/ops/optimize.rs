@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array, UInt64Array};
-use arrow::compute::{concat_batches, sort_to_indices, take_record_batch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::take_record_batch;
 use arrow::datatypes::DataType as ArrowType;
 use arrow::row::{RowConverter, SortField};
 use futures::{StreamExt, TryStreamExt};
@@ -993,6 +993,18 @@ fn column_indices(batch: &RecordBatch, names: &[String]) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// The rows of `batches` in Z order, given every row's Z-value (`z`, batch by batch):
+/// the sorted Z-values and the rows' positions (`batch << 32 | row`). Equal Z-values
+/// keep the rows' order.
+fn z_sorted(batches: &[RecordBatch], mut z: Vec<u64>) -> (Vec<u64>, Vec<u64>) {
+    let mut positions: Vec<u64> = Vec::with_capacity(z.len());
+    for (b, batch) in batches.iter().enumerate() {
+        positions.extend((0..batch.num_rows() as u64).map(|r| ((b as u64) << 32) | r));
+    }
+    radix_sort(&mut z, &mut positions);
+    (z, positions)
+}
+
 /// Sorts `keys` ascending, moving `values` along; stable (least significant byte
 /// first, skipping bytes that are the same in every key).
 fn radix_sort(keys: &mut Vec<u64>, values: &mut Vec<u64>) {
@@ -1150,13 +1162,10 @@ async fn zorder_in_memory(
     let (z, positions) = tokio::task::spawn_blocking(move || -> Result<(Vec<u64>, Vec<u64>)> {
         let step = (rows / BUCKET_SAMPLE).max(1);
         let curve = ZCurve::new(sample_buckets(&shared, &key_columns, step, bits)?, bits);
-        let mut z = all_z_values(&curve, &shared, &key_columns)?;
-        let mut positions: Vec<u64> = Vec::with_capacity(rows);
-        for (b, batch) in shared.iter().enumerate() {
-            positions.extend((0..batch.num_rows() as u64).map(|r| ((b as u64) << 32) | r));
-        }
-        radix_sort(&mut z, &mut positions);
-        Ok((z, positions))
+        Ok(z_sorted(
+            &shared,
+            all_z_values(&curve, &shared, &key_columns)?,
+        ))
     })
     .await
     .map_err(|e| Error::Task(e.to_string()))??;
@@ -1254,7 +1263,7 @@ async fn collect_blocks(snapshot: &Snapshot, results: Vec<Result<Vec<Add>>>) -> 
 /// Z-order in passes, for partitions larger than the memory budget: the clustering
 /// columns are read twice (a sample for the buckets, then every row's Z-value for the
 /// cuts between files), then all columns once per pass, each pass keeping the rows of
-/// a few output files.
+/// a few output files, written like the in-memory path's blocks.
 async fn zorder_in_passes(
     snapshot: &Snapshot,
     bin: &Bin,
@@ -1343,23 +1352,17 @@ async fn zorder_in_passes(
             if bucket.is_empty() {
                 continue;
             }
-            let schema = bucket[0].0.schema();
-            let batches: Vec<RecordBatch> = bucket.iter().map(|(b, _)| b.clone()).collect();
-            let all = concat_batches(&schema, &batches)?;
-            let zall: Vec<u64> = bucket.into_iter().flat_map(|(_, z)| z).collect();
-            let order =
-                sort_to_indices(&(Arc::new(UInt64Array::from(zall)) as ArrayRef), None, None)?;
-            let sorted = take_record_batch(&all, &order)?;
-            let mut one = options.clone();
-            one.target_file_size = u64::MAX;
-            let mut writer = DataWriter::for_snapshot(snapshot, one)?;
-            let r = match writer.write(&sorted).await {
-                Ok(()) => writer.finish().await,
-                Err(e) => {
-                    writer.abandon().await;
-                    Err(e)
-                }
-            };
+            let (batches, z): (Vec<RecordBatch>, Vec<Vec<u64>>) = bucket.into_iter().unzip();
+            let (_, positions) = z_sorted(&batches, z.concat());
+            let n = positions.len();
+            let r = write_block(
+                snapshot,
+                options,
+                Arc::new(batches),
+                Arc::new(positions),
+                0..n,
+            )
+            .await;
             let failed = r.is_err();
             results.push(r);
             if failed {

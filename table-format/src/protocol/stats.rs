@@ -103,12 +103,7 @@ impl StatsCollector {
     }
 
     pub fn update(&mut self, batch: &RecordBatch) {
-        self.num_records += batch.num_rows() as i64;
-        for leaf in &mut self.leaves {
-            if let Some((array, nulls)) = resolve(batch, &leaf.path) {
-                leaf.update(&array, nulls.as_ref());
-            }
-        }
+        self.update_skipping(batch, &[]);
     }
 
     pub fn num_records(&self) -> i64 {
@@ -136,12 +131,9 @@ impl StatsCollector {
     /// Like [`StatsCollector::update`], leaving out the leaves in `skip` (sorted).
     pub fn update_skipping(&mut self, batch: &RecordBatch, skip: &[usize]) {
         self.num_records += batch.num_rows() as i64;
-        for (i, leaf) in self.leaves.iter_mut().enumerate() {
-            if skip.binary_search(&i).is_ok() {
-                continue;
-            }
-            if let Some((array, nulls)) = resolve(batch, &leaf.path) {
-                leaf.update(&array, nulls.as_ref());
+        for i in 0..self.leaves.len() {
+            if skip.binary_search(&i).is_err() {
+                self.update_leaf(i, batch);
             }
         }
     }

@@ -191,8 +191,8 @@ impl OpenFile {
             // micro-batch files): the file's writer is set up again (it holds only the
             // magic bytes yet).
             let sample = leading_rows(&self.schema, &self.pending, COLUMN_SAMPLE_ROWS)?;
-            (self.writer, self.factory) =
-                file_format(&self.schema, &self.base_props, self.delta_encoding, &sample)?;
+            let props = column_choices(&self.base_props, self.delta_encoding, &sample);
+            (self.writer, self.factory) = file_writer(&self.schema, props)?;
         }
         let group = std::mem::take(&mut self.pending);
         let rows = self.pending_rows;
@@ -411,17 +411,14 @@ fn leading_rows(schema: &SchemaRef, batches: &[RecordBatch], n: usize) -> Result
     Ok(arrow::compute::concat_batches(schema, &parts)?)
 }
 
-/// A Parquet file writer with `base` properties and per-column choices made on the
-/// `sample` rows: no dictionary for mostly distinct columns, DELTA_BINARY_PACKED for
-/// integers near their neighbours (when `delta_encoding`). ArrowWriter sets up the file
-/// (schema, Arrow schema metadata); the row groups are then encoded through the
-/// lower-level column writers of the factory.
-fn file_format(
-    schema: &SchemaRef,
+/// `base` with per-column choices made on the `sample` rows: no dictionary for mostly
+/// distinct columns, DELTA_BINARY_PACKED for integers near their neighbours (when
+/// `delta_encoding`).
+fn column_choices(
     base: &WriterProperties,
     delta_encoding: bool,
     sample: &RecordBatch,
-) -> Result<(SerializedFileWriter<Vec<u8>>, ArrowRowGroupWriterFactory)> {
+) -> WriterProperties {
     let mut props = base.clone().into_builder();
     for name in high_cardinality_columns(sample) {
         if delta_encoding && delta_packs_well(sample, &name) {
@@ -432,10 +429,17 @@ fn file_format(
         }
         props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
     }
-    Ok(
-        ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.build()))?
-            .into_serialized_writer()?,
-    )
+    props.build()
+}
+
+/// A Parquet file writer: ArrowWriter sets up the file (schema, Arrow schema
+/// metadata); the row groups are then encoded through the lower-level column writers
+/// of the factory.
+fn file_writer(
+    schema: &SchemaRef,
+    props: WriterProperties,
+) -> Result<(SerializedFileWriter<Vec<u8>>, ArrowRowGroupWriterFactory)> {
+    Ok(ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))?.into_serialized_writer()?)
 }
 
 /// Top-level primitive columns whose first values are mostly distinct: dictionary
@@ -598,7 +602,7 @@ impl DataWriter {
             let dir = partition_dir(&values);
             let file = match self.open.remove(&dir) {
                 Some(f) => f,
-                None => self.new_file(values, &dir, &part)?,
+                None => self.new_file(values, &dir)?,
             };
             let mut file = file;
             let threads = self.threads();
@@ -661,12 +665,7 @@ impl DataWriter {
         }
     }
 
-    fn new_file(
-        &mut self,
-        values: Vec<(String, Option<String>)>,
-        dir: &str,
-        first: &RecordBatch,
-    ) -> Result<OpenFile> {
+    fn new_file(&mut self, values: Vec<(String, Option<String>)>, dir: &str) -> Result<OpenFile> {
         let name = format!(
             "part-{:05}-{}-c000.zstd.parquet",
             self.counter,
@@ -678,12 +677,8 @@ impl DataWriter {
         } else {
             format!("{dir}/{name}")
         };
-        let (writer, factory) = file_format(
-            &self.data_schema,
-            &self.props,
-            self.options.delta_encoding,
-            first,
-        )?;
+        // Column choices are made when the first row group is sealed.
+        let (writer, factory) = file_writer(&self.data_schema, self.props.clone())?;
         Ok(OpenFile {
             writer,
             factory,
