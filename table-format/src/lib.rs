@@ -45,14 +45,19 @@ pub use write::SchemaMode;
 /// blocking-pool threads then leaves the resident memory of a rewrite well above what
 /// is live. Two arenas and a fixed 1 MiB threshold keep it close to the live set at no
 /// measurable cost in speed (W6 MERGE: peak 445 -> 355-375 MB; a 256 KiB threshold
-/// saves 50 MB more but maps and unmaps every decoded column, 60% slower). glibc's
-/// own environment variables (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`) win over
-/// these defaults. Elsewhere this does nothing.
+/// saves 50 MB more but maps and unmaps every decoded column, 60% slower). Fixing the
+/// threshold also fixes the trim threshold at its 128 KiB default: each batch freed
+/// at the top of a heap was handed back to the kernel and faulted in again by the
+/// next, so it is raised to 32 MiB (a scan of 10M rows: 330k -> 150k page faults,
+/// about 7% less CPU, MERGE's peak unchanged; 64 MiB saves a little more CPU but adds
+/// 10-20 MB to MERGE's peak). glibc's own environment variables (`MALLOC_ARENA_MAX`,
+/// `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`) win over these defaults.
+/// Elsewhere this does nothing.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let unset = |name: &str| std::env::var_os(name).is_none();
-        // SAFETY: mallopt only changes allocator parameters; both take effect for
+        // SAFETY: mallopt only changes allocator parameters; they take effect for
         // allocations made afterwards and are safe to set while other threads allocate.
         unsafe {
             if unset("MALLOC_ARENA_MAX") {
@@ -60,6 +65,9 @@ pub fn tune_allocator() {
             }
             if unset("MALLOC_MMAP_THRESHOLD_") {
                 libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+            }
+            if unset("MALLOC_TRIM_THRESHOLD_") {
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 32 * 1024 * 1024);
             }
         }
     }

@@ -14,6 +14,7 @@ use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::basic::Encoding;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::schema::types::SchemaDescriptor;
 use serde_json::{Map, Value};
@@ -22,6 +23,7 @@ use tracing::{debug, info};
 use crate::error::{Error, Result};
 use crate::expr::{bind_predicate, filter_batch, may_match, parse_predicate, BoundExpr, FileStats};
 use crate::protocol::conform::{conform_array, rename_array};
+use crate::protocol::dictionary;
 use crate::protocol::features::ColumnMapping;
 use crate::protocol::partition::{decode_add_path, partition_array};
 use crate::protocol::{Add, DataType, StructField};
@@ -514,43 +516,91 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
             .iter()
             .filter_map(|c| file_schema.index_of(c.field.physical_name()).ok())
             .collect();
+        let dictionary_roots = dictionary_columns(
+            builder.metadata(),
+            &file_schema,
+            &roots,
+            &row_groups,
+            ctx.filter.as_ref(),
+        );
+        if !dictionary_roots.is_empty() {
+            let hinted = Schema::new(
+                file_schema
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        if dictionary_roots.contains(&i) {
+                            Arc::new(f.as_ref().clone().with_data_type(ArrowType::Dictionary(
+                                Box::new(ArrowType::Int32),
+                                Box::new(f.data_type().clone()),
+                            )))
+                        } else {
+                            f.clone()
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            options = options.with_schema(Arc::new(hinted));
+        }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         let metadata = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(
             builder.metadata().clone(),
             options,
         )?;
-        // One reader per slice of the row groups: a file of several row groups decodes
-        // on two cores, its second half a bounded number of batches ahead.
-        let slices: Vec<Vec<usize>> = if row_groups.len() >= 2 && ctx.split_files {
-            let mid = row_groups.len().div_ceil(2);
-            vec![row_groups[..mid].to_vec(), row_groups[mid..].to_vec()]
-        } else {
-            vec![row_groups]
-        };
-        let mut streams: Vec<BatchStream> = Vec::with_capacity(slices.len());
-        let n_slices = slices.len();
-        for (k, slice) in slices.into_iter().enumerate() {
-            let mut b =
-                ParquetRecordBatchStreamBuilder::new_with_metadata(file.share(), metadata.clone())
-                    .with_row_groups(slice)
-                    .with_projection(mask.clone())
-                    .with_batch_size(batch_size);
-            if let Some(filter) = &ctx.filter {
+        let file_share = file.share();
+        let filter = ctx.filter.clone();
+        let read_columns = columns.clone();
+        let build = move |row_groups: Vec<usize>| -> Result<BatchStream> {
+            let mut b = ParquetRecordBatchStreamBuilder::new_with_metadata(
+                file_share.share(),
+                metadata.clone(),
+            )
+            .with_row_groups(row_groups)
+            .with_projection(mask.clone())
+            .with_batch_size(batch_size);
+            if let Some(filter) = &filter {
                 if let Some(row_filter) =
-                    pushdown_filter(filter, &columns, &file_schema, b.parquet_schema())
+                    pushdown_filter(filter, &read_columns, &file_schema, b.parquet_schema())
                 {
                     b = b.with_row_filter(row_filter);
                 }
             }
-            let stream = b.build()?.map_err(Error::from).boxed();
-            streams.push(if n_slices > 1 {
-                // The later slices buffer more: they run ahead while the first is read.
-                spawn_ahead(stream, if k == 0 { 2 } else { 16 })
+            let stream = b.build()?.map_err(Error::from);
+            Ok(if dictionary_roots.is_empty() {
+                stream.boxed()
             } else {
                 stream
-            });
-        }
-        file_stream = Some(futures::stream::iter(streams).flatten().boxed());
+                    .map(|batch| batch.and_then(|b| expand_dictionaries(&b)))
+                    .boxed()
+            })
+        };
+        let chunks = if ctx.split_files {
+            row_group_chunks(builder.metadata(), &row_groups, batch_size)
+        } else {
+            vec![row_groups]
+        };
+        file_stream = Some(if chunks.len() <= 1 {
+            build(chunks.into_iter().flatten().collect())?
+        } else {
+            // Several chunks of row groups: each decodes in a task of its own, the next
+            // ones while this one is read, so that a large file keeps every core busy
+            // however fast it is consumed. At most one chunk per core runs ahead, each
+            // at most a chunk's worth of batches (bounded memory).
+            let largest = chunks
+                .iter()
+                .map(|c| chunk_rows(builder.metadata(), c))
+                .max()
+                .unwrap_or(0);
+            let capacity = largest.div_ceil(batch_size.max(1)).clamp(2, 16);
+            futures::stream::iter(chunks)
+                .map(move |chunk| {
+                    futures::future::ready(build(chunk).map(|s| spawn_ahead(s, capacity)))
+                })
+                .buffered(crate::write::writer::cores() + 1)
+                .try_flatten()
+                .boxed()
+        });
     }
 
     let path = relative.clone();
@@ -599,6 +649,117 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
             futures::stream::once(futures::future::ready(make(None, rows))).boxed()
         }
     })
+}
+
+/// Rows in the row groups `chunk` of a file.
+fn chunk_rows(metadata: &ParquetMetaData, chunk: &[usize]) -> usize {
+    chunk
+        .iter()
+        .map(|&rg| metadata.row_group(rg).num_rows().max(0) as usize)
+        .sum()
+}
+
+/// `row_groups` in order, cut into chunks of at least four batches of rows each (small
+/// row groups together), the units a scan decodes in parallel.
+fn row_group_chunks(
+    metadata: &ParquetMetaData,
+    row_groups: &[usize],
+    batch_size: usize,
+) -> Vec<Vec<usize>> {
+    let least = batch_size.max(1).saturating_mul(4);
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut rows = 0usize;
+    for &rg in row_groups {
+        current.push(rg);
+        rows += metadata.row_group(rg).num_rows().max(0) as usize;
+        if rows >= least {
+            chunks.push(std::mem::take(&mut current));
+            rows = 0;
+        }
+    }
+    if !current.is_empty() {
+        // A short tail joins the chunk before it.
+        match chunks.last_mut() {
+            Some(last) => last.extend(current),
+            None => chunks.push(current),
+        }
+    }
+    chunks
+}
+
+/// The projected top-level string and binary columns (indices into `file_schema`)
+/// whose every page in the row groups read is dictionary-encoded: they are read as
+/// Arrow dictionaries and expanded by [`dictionary::expand`], which copies short values
+/// much faster than the Parquet reader's per-value copy. Columns the filter reads are
+/// left alone (the row filter evaluates them as read). A chunk without page encoding
+/// statistics, or with a page that fell back to plain, is read the usual way: a
+/// dictionary read of it would build a dictionary by hashing.
+fn dictionary_columns(
+    metadata: &ParquetMetaData,
+    file_schema: &Schema,
+    roots: &[usize],
+    row_groups: &[usize],
+    filter: Option<&BoundExpr>,
+) -> Vec<usize> {
+    if row_groups.is_empty() {
+        return Vec::new();
+    }
+    let filtered: Vec<String> = filter
+        .map(|f| f.columns().iter().map(|p| p[0].clone()).collect())
+        .unwrap_or_default();
+    let descr = metadata.file_metadata().schema_descr();
+    roots
+        .iter()
+        .copied()
+        .filter(|&root| {
+            let field = file_schema.field(root);
+            if !dictionary::expandable(field.data_type()) || filtered.contains(field.name()) {
+                return false;
+            }
+            let Some(leaf) = (0..descr.num_columns()).find(|&l| {
+                descr.get_column_root_idx(l) == root && descr.column(l).path().parts().len() == 1
+            }) else {
+                return false;
+            };
+            row_groups.iter().all(|&rg| {
+                let chunk = metadata.row_group(rg).column(leaf);
+                chunk.dictionary_page_offset().is_some()
+                    && chunk.page_encoding_stats_mask().is_some_and(|m| {
+                        m.is_only(Encoding::RLE_DICTIONARY) || m.is_only(Encoding::PLAIN_DICTIONARY)
+                    })
+            })
+        })
+        .collect()
+}
+
+/// `batch` with its dictionary columns expanded to their value type.
+fn expand_dictionaries(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        match field.data_type() {
+            ArrowType::Dictionary(_, value) => {
+                fields.push(Arc::new(
+                    field
+                        .as_ref()
+                        .clone()
+                        .with_data_type(value.as_ref().clone()),
+                ));
+                columns.push(dictionary::expand(column)?);
+            }
+            _ => {
+                fields.push(field.clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
 }
 
 /// A Parquet row filter evaluating `filter` on its own columns first: the other
@@ -892,5 +1053,121 @@ impl AsyncFileReader for StoreFileReader {
                 .await?;
             Ok(Arc::new(metadata))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use bytes::Bytes;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::ParquetMetaDataReader;
+    use parquet::file::properties::WriterProperties;
+
+    /// A column whose dictionary overflowed into plain pages is not read as a
+    /// dictionary (that read would hash every value into a new one); one that stayed
+    /// dictionary-encoded is, and one the filter reads is not.
+    #[test]
+    fn dictionary_reads_only_for_chunks_entirely_dictionary_encoded() {
+        let n = 20_000;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", ArrowType::Int64, false),
+            Field::new("small", ArrowType::Utf8, false),
+            Field::new("overflowing", ArrowType::Utf8, false),
+            Field::new("other", ArrowType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from((0..n).collect::<Vec<i64>>())),
+                Arc::new(StringArray::from(
+                    (0..n)
+                        .map(|i| ["a", "b", "c"][(i % 3) as usize])
+                        .collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    (0..n).map(|i| format!("value-{i}")).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    (0..n)
+                        .map(|i| ["x", "y"][(i % 2) as usize])
+                        .collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_dictionary_page_size_limit(1024)
+            .set_data_page_row_count_limit(1_000)
+            .set_max_row_group_row_count(Some(10_000))
+            .build();
+        let mut bytes = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut bytes, schema.clone(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let metadata = ParquetMetaDataReader::new()
+            .parse_and_finish(&Bytes::from(bytes))
+            .unwrap();
+        assert_eq!(metadata.num_row_groups(), 2);
+        let filter = bind_predicate(
+            &parse_predicate("other = 'x'").unwrap(),
+            &crate::protocol::StructType::from_arrow(&schema).unwrap(),
+        )
+        .unwrap();
+        let all = [0, 1, 2, 3];
+        assert_eq!(
+            dictionary_columns(&metadata, &schema, &all, &[0, 1], None),
+            vec![1, 3]
+        );
+        assert_eq!(
+            dictionary_columns(&metadata, &schema, &all, &[0, 1], Some(&filter)),
+            vec![1]
+        );
+        assert_eq!(
+            dictionary_columns(&metadata, &schema, &[0, 2], &[1], None),
+            Vec::<usize>::new()
+        );
+        assert!(dictionary_columns(&metadata, &schema, &all, &[], None).is_empty());
+    }
+
+    #[test]
+    fn row_group_chunks_hold_four_batches_and_keep_order() {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", ArrowType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(
+                (0..10_500).collect::<Vec<i64>>(),
+            ))],
+        )
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(1_000))
+            .build();
+        let mut bytes = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let metadata = ParquetMetaDataReader::new()
+            .parse_and_finish(&Bytes::from(bytes))
+            .unwrap();
+        let all: Vec<usize> = (0..metadata.num_row_groups()).collect();
+        assert_eq!(all.len(), 11);
+        // 4 × 500 rows: two row groups a chunk; the short tail joins the last one.
+        assert_eq!(
+            row_group_chunks(&metadata, &all, 500),
+            vec![
+                vec![0, 1],
+                vec![2, 3],
+                vec![4, 5],
+                vec![6, 7],
+                vec![8, 9, 10]
+            ]
+        );
+        assert_eq!(
+            row_group_chunks(&metadata, &[3, 7], 10_000),
+            vec![vec![3, 7]]
+        );
+        assert_eq!(chunk_rows(&metadata, &[9, 10]), 1_500);
     }
 }

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use shoal_format::write::WriterOptions;
 use shoal_format::{Error, SaveMode, Table, TableStore};
 
 fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
@@ -266,4 +267,110 @@ async fn checkpoint_replay_equals_log_replay() {
     assert_eq!(with_cp, without);
     assert_eq!(plain.app_transaction_version("app"), Some(12));
     assert_eq!(snap.app_transaction_version("app"), Some(12));
+}
+
+/// A file of many row groups is decoded in parallel chunks and its dictionary-encoded
+/// string columns are read as dictionaries and expanded: the scan still returns every
+/// row, in file order, with the strings (and nulls) written, whatever the batch size,
+/// projection or filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_of_many_row_groups_keep_order_and_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Table::at(dir.path().to_str().unwrap()).unwrap();
+    let n = 40_000i64;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("country", DataType::Utf8, true),
+        Field::new("label", DataType::Utf8, true),
+    ]));
+    let country =
+        |i: i64| (i % 11 != 0).then(|| ["NL", "BE", "", "Deutschland", "日本"][(i % 5) as usize]);
+    let label = |i: i64| format!("{}-{i}", "x".repeat((i % 40) as usize));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())),
+            Arc::new(StringArray::from((0..n).map(country).collect::<Vec<_>>())),
+            Arc::new(StringArray::from((0..n).map(label).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap();
+    t.write(vec![batch])
+        .with_writer_options(WriterOptions {
+            row_group_rows: 1_000,
+            ..Default::default()
+        })
+        .execute()
+        .await
+        .unwrap();
+    let snap = t.snapshot().await.unwrap();
+    assert_eq!(snap.num_files(), 1, "one file of 40 row groups");
+    for batch_size in [333, 1_000, 4_096] {
+        let batches = t
+            .scan(snap.clone())
+            .with_batch_size(batch_size)
+            .collect()
+            .await
+            .unwrap();
+        let mut next = 0i64;
+        for b in &batches {
+            let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let countries = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            let labels = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+            for r in 0..b.num_rows() {
+                assert_eq!(ids.value(r), next, "rows in file order");
+                let want = country(next);
+                assert_eq!(countries.is_valid(r), want.is_some(), "null at id {next}");
+                if let Some(want) = want {
+                    assert_eq!(countries.value(r), want, "country at id {next}");
+                }
+                assert_eq!(labels.value(r), label(next), "label at id {next}");
+                next += 1;
+            }
+        }
+        assert_eq!(next, n, "every row, batch size {batch_size}");
+    }
+    // A filter on the dictionary column, another column projected.
+    let batches = t
+        .scan(snap.clone())
+        .with_predicate("country = 'Deutschland'")
+        .unwrap()
+        .with_columns(&["id"])
+        .with_batch_size(777)
+        .collect()
+        .await
+        .unwrap();
+    let ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    let want: Vec<i64> = (0..n)
+        .filter(|&i| country(i) == Some("Deutschland"))
+        .collect();
+    assert_eq!(ids, want);
+    // Only the string column.
+    let batches = t
+        .scan(snap)
+        .with_columns(&["country"])
+        .collect()
+        .await
+        .unwrap();
+    let got: Vec<Option<String>> = batches
+        .iter()
+        .flat_map(|b| {
+            let a = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            (0..a.len())
+                .map(|r| a.is_valid(r).then(|| a.value(r).to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let want: Vec<Option<String>> = (0..n).map(|i| country(i).map(str::to_string)).collect();
+    assert_eq!(got, want);
 }

@@ -75,7 +75,7 @@ pub fn conform_array(array: &ArrayRef, target: &ArrowType, column: &str) -> Resu
             Ok(retag_timestamp(naive, target))
         }
         (ArrowType::Dictionary(_, _), _) => {
-            let plain = cast(array, dictionary_value_type(array.data_type()))?;
+            let plain = crate::protocol::dictionary::expand(array)?;
             conform_array(&plain, target, column)
         }
         (a, b) if same_layout(a, b) => Ok(make_array(retype(array.to_data(), b)?)),
@@ -85,13 +85,6 @@ pub fn conform_array(array: &ArrayRef, target: &ArrowType, column: &str) -> Resu
                 format!("cannot convert {} to {target}: {e}", array.data_type()),
             )
         }),
-    }
-}
-
-fn dictionary_value_type(t: &ArrowType) -> &ArrowType {
-    match t {
-        ArrowType::Dictionary(_, v) => v,
-        other => other,
     }
 }
 

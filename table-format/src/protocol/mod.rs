@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod conform;
+pub mod dictionary;
 pub mod features;
 pub mod partition;
 pub mod schema;
