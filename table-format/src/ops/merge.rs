@@ -1259,6 +1259,18 @@ fn struct_fields(joined: &SchemaRef) -> Result<(Fields, Fields)> {
 // Execution
 // ------------------------------------------------------------------------------------
 
+/// What merging one target batch gives.
+#[derive(Default)]
+struct MergedBatch {
+    /// The rows to write.
+    batches: Vec<RecordBatch>,
+    /// Source rows that matched a row of the batch.
+    source_rows: Vec<u32>,
+    rows_updated: u64,
+    rows_deleted: u64,
+    rows_copied: u64,
+}
+
 #[derive(Default)]
 struct Outcome {
     adds: Vec<Add>,
@@ -1342,9 +1354,16 @@ impl Plan {
                     .execute()?;
                 while let Some(batch) = stream.try_next().await? {
                     let batch = self.evolve(&batch)?;
-                    if let Some(b) = self.merge_batch(&batch, &mut source_matched, stats)? {
+                    let merged = self.merge_batch(&batch)?;
+                    for s in &merged.source_rows {
+                        source_matched.set_bit(*s as usize, true);
+                    }
+                    stats.rows_updated += merged.rows_updated;
+                    stats.rows_deleted += merged.rows_deleted;
+                    stats.rows_copied += merged.rows_copied;
+                    for b in &merged.batches {
                         if b.num_rows() > 0 {
-                            writer.write(&b).await?;
+                            writer.write(b).await?;
                         }
                     }
                 }
@@ -1506,13 +1525,11 @@ impl Plan {
         )?)
     }
 
-    /// Merges one target batch: returns the rows to write (in their order).
-    fn merge_batch(
-        &self,
-        batch: &RecordBatch,
-        source_matched: &mut BooleanBufferBuilder,
-        stats: &mut MergeResult,
-    ) -> Result<Option<RecordBatch>> {
+    /// Merges one target batch: the rows to write, the source rows that matched and
+    /// the row counts. Needs nothing but the plan, so batches merge in parallel.
+    fn merge_batch(&self, batch: &RecordBatch) -> Result<MergedBatch> {
+        let mut merged = MergedBatch::default();
+        let stats = &mut merged;
         let n = batch.num_rows();
         let keys: Vec<ArrayRef> = self
             .key_columns
@@ -1575,21 +1592,19 @@ impl Plan {
         }
         let matched = arrow::compute::is_not_null(&source_idx)?;
         let n_matched = matched.true_count();
-        for s in source_idx.iter().flatten() {
-            source_matched.set_bit(s as usize, true);
-        }
+        stats.source_rows = source_idx.iter().flatten().collect();
         let unmatched = not(&matched)?;
         if n_matched == 0 && self.by_source.is_empty() {
             stats.rows_copied += n as u64;
-            return Ok(Some(RecordBatch::try_new(
+            stats.batches.push(RecordBatch::try_new(
                 self.target_arrow.clone(),
                 batch.columns().to_vec(),
-            )?));
+            )?);
+            return Ok(merged);
         }
         if self.by_source.is_empty() && n_matched * 2 < n {
-            return self
-                .merge_matched_rows(batch, &source_idx, n_matched, stats)
-                .map(Some);
+            self.merge_matched_rows(batch, &source_idx, &unmatched, n_matched, stats)?;
+            return Ok(merged);
         }
         let joined = join_batches(&self.joined_arrow, batch, &self.source, &source_idx)?;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
@@ -1610,20 +1625,25 @@ impl Plan {
             changed = or(&changed, &chosen)?;
         }
         stats.rows_copied += (n - changed.true_count()) as u64;
-        Ok(Some(self.target_batch(columns, &keep)?))
+        let rows = self.target_batch(columns, &keep)?;
+        stats.batches.push(rows);
+        Ok(merged)
     }
 
     /// [`Plan::merge_batch`] for a batch where few rows matched and no NOT MATCHED
     /// BY SOURCE clause applies: the clauses run on the matched rows alone (no source
-    /// columns taken for the others), whose new values are then put back in their
-    /// places, deleted rows left out; the other rows are copied as they are.
+    /// columns taken for the others). The unmatched rows are written as they are (a
+    /// filter: runs of rows copied whole), then the matched ones with their new values,
+    /// deleted rows left out. Rows stay in the file their batch goes to; a table has no
+    /// row order within a file to keep.
     fn merge_matched_rows(
         &self,
         batch: &RecordBatch,
         source_idx: &UInt32Array,
+        unmatched: &BooleanArray,
         n_matched: usize,
-        stats: &mut MergeResult,
-    ) -> Result<RecordBatch> {
+        merged: &mut MergedBatch,
+    ) -> Result<()> {
         let n = batch.num_rows();
         let mut target_rows = Vec::with_capacity(n_matched);
         let mut source_rows = Vec::with_capacity(n_matched);
@@ -1648,35 +1668,20 @@ impl Plan {
             targets.columns().to_vec(),
         )?;
         let n_deleted = deleted.true_count();
-        stats.rows_updated += and(&chosen, &not(&deleted)?)?.true_count() as u64;
-        stats.rows_deleted += n_deleted as u64;
-        stats.rows_copied += (n - chosen.true_count()) as u64;
-        // Every row in its place: unmatched ones from the batch, matched ones from
-        // their new values.
-        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(n - n_deleted);
-        let mut k = 0usize;
-        for (i, s) in source_idx.iter().enumerate() {
-            if s.is_some() {
-                if !deleted.value(k) {
-                    picks.push((1, k));
-                }
-                k += 1;
-            } else {
-                picks.push((0, i));
-            }
+        merged.rows_updated += and(&chosen, &not(&deleted)?)?.true_count() as u64;
+        merged.rows_deleted += n_deleted as u64;
+        merged.rows_copied += (n - chosen.true_count()) as u64;
+        let kept = filter_record_batch(batch, unmatched)?;
+        merged.batches.push(RecordBatch::try_new_with_options(
+            self.target_arrow.clone(),
+            kept.columns().to_vec(),
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(kept.num_rows())),
+        )?);
+        let new_rows = self.target_batch(new_columns, &not(&deleted)?)?;
+        if new_rows.num_rows() > 0 {
+            merged.batches.push(new_rows);
         }
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(&new_columns)
-            .map(|(old, new)| {
-                Ok(arrow::compute::interleave(
-                    &[old.as_ref(), new.as_ref()],
-                    &picks,
-                )?)
-            })
-            .collect::<Result<Vec<ArrayRef>>>()?;
-        self.target_batch(columns, &BooleanArray::from(vec![true; picks.len()]))
+        Ok(())
     }
 
     /// The rows of `keep` as a batch of the target schema; a NULL bound for a
