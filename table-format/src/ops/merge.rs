@@ -1352,6 +1352,7 @@ impl Plan {
                 let mut stream = ScanBuilder::new(snapshot.clone())
                     .with_files(to_rewrite.clone())
                     .with_batch_size(64 * 1024)
+                    .with_light_read_ahead()
                     .execute()?;
                 while let Some(batch) = stream.try_next().await? {
                     let batch = self.evolve(&batch)?;

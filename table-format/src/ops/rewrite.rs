@@ -164,6 +164,7 @@ pub(crate) async fn rewrite(
             let mut stream = ScanBuilder::new(snapshot.clone())
                 .with_files(to_rewrite.clone())
                 .with_batch_size(64 * 1024)
+                .with_light_read_ahead()
                 .execute()?;
             while let Some(batch) = stream.try_next().await? {
                 let matched = match predicate {
