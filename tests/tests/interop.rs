@@ -239,6 +239,79 @@ fn shoal_writes_delta_rs_reads(py: &str, place: &Place) {
     compare_versions(&place.table, &place.dumps, 27);
 }
 
+/// Column chunks written uncompressed (columns zstd does not shrink: random bounded
+/// ids once delta-packed, random dictionary indices) next to compressed ones read the
+/// same in delta-rs.
+#[test]
+fn delta_rs_reads_uncompressed_columns_shoal_writes() {
+    let Some(py) = python("delta-rs interop, uncompressed columns") else {
+        return;
+    };
+    let place = Place::new(None);
+    let n = 100_000usize;
+    let mut rng = shoal_tests::Rng::new(7);
+    let users: Vec<i64> = (0..n)
+        .map(|_| (rng.next_u64() % 2_000_000) as i64)
+        .collect();
+    let categories: Vec<String> = (0..n)
+        .map(|_| format!("category-{}", rng.next_u64() % 50))
+        .collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("user", DataType::Int64, true),
+            Field::new("category", DataType::Utf8, true),
+            Field::new("note", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from((0..n as i64).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(users)),
+            Arc::new(StringArray::from(categories)),
+            Arc::new(StringArray::from(
+                (0..n)
+                    .map(|i| format!("the same words again {}", i % 7))
+                    .collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = Table::at(&place.table).unwrap();
+        t.write(vec![batch]).execute().await.unwrap();
+    });
+    let (uncompressed, compressed) = chunk_codecs(Path::new(&place.table));
+    assert!(
+        uncompressed > 0 && compressed > 0,
+        "expected both uncompressed ({uncompressed}) and compressed ({compressed}) column chunks"
+    );
+    let dumps = place.dumps.to_str().unwrap();
+    run_python(&py, DUMP_ALL_VERSIONS, &place.args(&[dumps]));
+    compare_versions(&place.table, &place.dumps, 0);
+}
+
+/// (uncompressed, compressed) column chunks of the data files under `dir`.
+fn chunk_codecs(dir: &Path) -> (usize, usize) {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let (mut plain, mut packed) = (0, 0);
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+            for rg in reader.metadata().row_groups() {
+                for c in rg.columns() {
+                    if c.compression() == parquet::basic::Compression::UNCOMPRESSED {
+                        plain += 1;
+                    } else {
+                        packed += 1;
+                    }
+                }
+            }
+        }
+    }
+    (plain, packed)
+}
+
 #[test]
 fn shoal_reads_every_version_delta_rs_writes() {
     let Some(py) = python("delta-rs interop") else {

@@ -191,7 +191,10 @@ impl OpenFile {
             // micro-batch files): the file's writer is set up again (it holds only the
             // magic bytes yet).
             let sample = leading_rows(&self.schema, &self.pending, COLUMN_SAMPLE_ROWS)?;
-            let props = column_choices(&self.base_props, self.delta_encoding, &sample);
+            let mut props = column_choices(&self.base_props, self.delta_encoding, &sample);
+            if self.pending_rows >= 4 * COLUMN_SAMPLE_ROWS {
+                props = uncompressed_where_it_does_not_pay(props, &sample);
+            }
             (self.writer, self.factory) = file_writer(&self.schema, props)?;
         }
         let group = std::mem::take(&mut self.pending);
@@ -430,6 +433,42 @@ fn column_choices(
         props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
     }
     props.build()
+}
+
+/// `props` with compression turned off for the columns it does not shrink by a tenth
+/// on `sample` (encoded with `props`): random values already bit-packed to their range
+/// (delta-packed bounded ids, jittered times), high-entropy strings. Writing them costs
+/// zstd as much work as a compressible column and gains nothing; readers then skip
+/// decompressing them. Any failure of the trial leaves `props` as they are.
+fn uncompressed_where_it_does_not_pay(
+    props: WriterProperties,
+    sample: &RecordBatch,
+) -> WriterProperties {
+    let trial = || -> parquet::errors::Result<Vec<ColumnPath>> {
+        let mut w = ArrowWriter::try_new(Vec::new(), sample.schema(), Some(props.clone()))?;
+        w.write(sample)?;
+        let metadata = w.close()?;
+        let mut out = Vec::new();
+        for rg in metadata.row_groups() {
+            for c in rg.columns() {
+                if c.compression() != parquet::basic::Compression::UNCOMPRESSED
+                    && c.compressed_size() * 10 > c.uncompressed_size() * 9
+                {
+                    out.push(c.column_path().clone());
+                }
+            }
+        }
+        Ok(out)
+    };
+    let paths = match trial() {
+        Ok(p) if !p.is_empty() => p,
+        _ => return props,
+    };
+    let mut builder = props.into_builder();
+    for path in paths {
+        builder = builder.set_column_compression(path, parquet::basic::Compression::UNCOMPRESSED);
+    }
+    builder.build()
 }
 
 /// A Parquet file writer: ArrowWriter sets up the file (schema, Arrow schema
