@@ -1339,16 +1339,15 @@ impl Plan {
         };
         stats.scan_ms = scan_started.elapsed().as_millis() as u64;
 
-        // 3. Rewrite the files with matches; collect which source rows matched. The
-        // inserts (4.) go to the same writer: its files continue with them, and its
-        // last row groups are encoded once, at the end.
+        // 3. Rewrite the files with matches; collect which source rows matched.
         let rewrite_started = Instant::now();
         let mut source_matched = BooleanBufferBuilder::new(self.source.num_rows());
         source_matched.append_n(self.source.num_rows(), false);
-        let mut writer: Option<DataWriter> = None;
-        let written = async {
-            if !to_rewrite.is_empty() {
-                let w = writer.insert(self.writer(snapshot, options)?);
+        if !to_rewrite.is_empty() {
+            let mut writer = self.writer(snapshot, options)?;
+            let now = chrono::Utc::now().timestamp_millis();
+            // One scan over every file to rewrite: files decode two at a time.
+            let rewritten = async {
                 let mut stream = ScanBuilder::new(snapshot.clone())
                     .with_files(to_rewrite.clone())
                     .with_batch_size(64 * 1024)
@@ -1365,15 +1364,31 @@ impl Plan {
                     stats.rows_copied += merged.rows_copied;
                     for b in &merged.batches {
                         if b.num_rows() > 0 {
-                            w.write(b).await?;
+                            writer.write(b).await?;
                         }
                     }
                 }
+                Ok::<_, Error>(())
             }
-            // 4. Inserts from the source rows nothing matched, a slice of the source
-            // at a time.
-            if !self.not_matched.is_empty() && self.source.num_rows() > 0 {
-                let matched = BooleanArray::new(source_matched.finish(), None);
+            .await;
+            if let Err(e) = rewritten {
+                writer.abandon().await;
+                return Err(e);
+            }
+            for add in &to_rewrite {
+                out.files_read
+                    .insert(file_key(&add.path, add.deletion_vector.as_ref()));
+                out.removes.push(Remove::for_add(add, now, true));
+            }
+            out.adds = writer.finish().await?;
+        }
+
+        // 4. Inserts from the source rows nothing matched, in files of their own,
+        // a slice of the source at a time.
+        if !self.not_matched.is_empty() && self.source.num_rows() > 0 {
+            let matched = BooleanArray::new(source_matched.finish(), None);
+            let mut writer: Option<DataWriter> = None;
+            let inserted = async {
                 let mut at = 0;
                 while at < self.source.num_rows() {
                     let len = (self.source.num_rows() - at).min(64 * 1024);
@@ -1403,25 +1418,24 @@ impl Plan {
                         w.write(&batch).await?;
                     }
                 }
+                Ok::<_, Error>(())
             }
-            Ok::<_, Error>(())
-        }
-        .await;
-        match (written, writer) {
-            (Ok(()), Some(w)) => out.adds = w.finish().await?,
-            (Ok(()), None) => {}
-            (Err(e), w) => {
-                if let Some(w) = w {
-                    w.abandon().await;
+            .await;
+            let finished = match (inserted, writer) {
+                (Ok(()), Some(w)) => w.finish().await.map(|adds| out.adds.extend(adds)),
+                (Ok(()), None) => Ok(()),
+                (Err(e), w) => {
+                    if let Some(w) = w {
+                        w.abandon().await;
+                    }
+                    Err(e)
                 }
+            };
+            if let Err(e) = finished {
+                let paths: Vec<String> = out.adds.iter().map(|a| a.path.clone()).collect();
+                crate::write::delete_unreferenced(snapshot.store(), &paths).await;
                 return Err(e);
             }
-        }
-        let now = chrono::Utc::now().timestamp_millis();
-        for add in &to_rewrite {
-            out.files_read
-                .insert(file_key(&add.path, add.deletion_vector.as_ref()));
-            out.removes.push(Remove::for_add(add, now, true));
         }
         stats.rewrite_ms = rewrite_started.elapsed().as_millis() as u64;
         debug!(
