@@ -88,7 +88,7 @@ impl Default for WriterOptions {
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
             num_indexed_cols: DEFAULT_NUM_INDEXED_COLS,
             zstd_level: 1,
-            row_group_rows: 512 * 1024,
+            row_group_rows: 256 * 1024,
             row_group_max_arrow_bytes: 256 * 1024 * 1024,
             encode_threads: 0,
             delta_encoding: true,
