@@ -277,12 +277,7 @@ impl ScanBuilder {
             partition_columns: self.snapshot.partition_columns().to_vec(),
             batch_size: self.batch_size,
             metrics: metrics.clone(),
-            chunks_ahead: if self.light_read_ahead {
-                1
-            } else {
-                crate::write::writer::cores() + 1
-            },
-            light: self.light_read_ahead,
+            light_read_ahead: self.light_read_ahead,
         });
         // Small files cost more in opening than decoding: keep more of them in flight.
         let avg = plan.files.iter().map(|f| f.size.max(0) as u64).sum::<u64>()
@@ -386,11 +381,9 @@ struct FileScan {
     partition_columns: Vec<String>,
     batch_size: usize,
     metrics: Arc<ScanMetrics>,
-    /// Chunks of a file's row groups decoded ahead of the one being read, each in a
-    /// task of its own (0: one reader for the whole file).
-    chunks_ahead: usize,
-    /// Each chunk at most a few batches ahead (see `with_light_read_ahead`).
-    light: bool,
+    /// One chunk of a file's row groups decoded ahead, a few batches deep, instead of
+    /// one per core (see `ScanBuilder::with_light_read_ahead`).
+    light_read_ahead: bool,
 }
 
 impl FileScan {
@@ -478,7 +471,7 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
             }
             Err(e) => return Err(e.into()),
         };
-        let mut builder = match ParquetRecordBatchStreamBuilder::new(file.share()).await {
+        let builder = match ParquetRecordBatchStreamBuilder::new(file.share()).await {
             Ok(b) => b,
             Err(e) => {
                 if store.head(&location).await?.is_none() {
@@ -490,31 +483,14 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
                 ));
             }
         };
-        // INT96 and nanosecond timestamps overflow for far dates: ask the reader for
-        // microseconds directly.
-        let mut options = ArrowReaderOptions::new();
-        let file_schema = builder.schema().clone();
-        if file_schema.fields().iter().any(
-            |f| matches!(f.data_type(), ArrowType::Timestamp(u, _) if *u != TimeUnit::Microsecond),
-        ) {
-            let hinted = Schema::new(
-                file_schema
-                    .fields()
-                    .iter()
-                    .map(|f| match f.data_type() {
-                        ArrowType::Timestamp(_, tz) => Arc::new(f.as_ref().clone().with_data_type(
-                            ArrowType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-                        )),
-                        _ => f.clone(),
-                    })
-                    .collect::<Vec<_>>(),
-            );
-            options = ArrowReaderOptions::new().with_schema(Arc::new(hinted));
-            builder =
-                ParquetRecordBatchStreamBuilder::new_with_options(file.share(), options.clone())
-                    .await?;
-        }
-        let file_schema = builder.schema().clone();
+        // INT96 and nanosecond timestamps overflow for far dates: they are read as
+        // microseconds directly (the reader is given this schema below).
+        let file_schema = Arc::new(retyped(builder.schema(), |_, f| match f.data_type() {
+            ArrowType::Timestamp(u, tz) if *u != TimeUnit::Microsecond => {
+                Some(ArrowType::Timestamp(TimeUnit::Microsecond, tz.clone()))
+            }
+            _ => None,
+        }));
         let mut row_groups: Vec<usize> = (0..builder.metadata().num_row_groups()).collect();
         if let (Some(filter), true) = (&ctx.filter, ctx.row_group_pruning) {
             let total = builder.metadata().num_row_groups();
@@ -542,26 +518,18 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
             &row_groups,
             ctx.filter.as_ref(),
         );
-        if !dictionary_roots.is_empty() {
-            let hinted = Schema::new(
-                file_schema
-                    .fields()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| {
-                        if dictionary_roots.contains(&i) {
-                            Arc::new(f.as_ref().clone().with_data_type(ArrowType::Dictionary(
-                                Box::new(ArrowType::Int32),
-                                Box::new(f.data_type().clone()),
-                            )))
-                        } else {
-                            f.clone()
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            );
-            options = options.with_schema(Arc::new(hinted));
-        }
+        // The schema the reader decodes to: the file's, timestamps in microseconds,
+        // dictionary-encoded strings as dictionaries.
+        let reader_schema = retyped(&file_schema, |i, f| {
+            dictionary_roots.contains(&i).then(|| {
+                ArrowType::Dictionary(Box::new(ArrowType::Int32), Box::new(f.data_type().clone()))
+            })
+        });
+        let options = if reader_schema.fields() == builder.schema().fields() {
+            ArrowReaderOptions::new()
+        } else {
+            ArrowReaderOptions::new().with_schema(Arc::new(reader_schema))
+        };
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         let metadata = parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(
             builder.metadata().clone(),
@@ -594,11 +562,7 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
                     .boxed()
             })
         };
-        let chunks = if ctx.chunks_ahead > 0 {
-            row_group_chunks(builder.metadata(), &row_groups, batch_size)
-        } else {
-            vec![row_groups]
-        };
+        let chunks = row_group_chunks(builder.metadata(), &row_groups, batch_size);
         file_stream = Some(if chunks.len() <= 1 {
             build(chunks.into_iter().flatten().collect())?
         } else {
@@ -611,14 +575,17 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
                 .map(|c| chunk_rows(builder.metadata(), c))
                 .max()
                 .unwrap_or(0);
-            let capacity = largest
-                .div_ceil(batch_size.max(1))
-                .clamp(2, if ctx.light { 4 } else { 16 });
+            let (ahead, deepest) = if ctx.light_read_ahead {
+                (1, 4)
+            } else {
+                (crate::write::writer::cores() + 1, 16)
+            };
+            let capacity = largest.div_ceil(batch_size.max(1)).clamp(2, deepest);
             futures::stream::iter(chunks)
                 .map(move |chunk| {
                     futures::future::ready(build(chunk).map(|s| spawn_ahead(s, capacity)))
                 })
-                .buffered(ctx.chunks_ahead)
+                .buffered(ahead)
                 .try_flatten()
                 .boxed()
         });
@@ -670,6 +637,23 @@ async fn open_file(store: TableStore, add: Arc<Add>, ctx: &FileScan) -> Result<B
             futures::stream::once(futures::future::ready(make(None, rows))).boxed()
         }
     })
+}
+
+/// `schema` with the types `retype` gives (by field index) in place of its top-level
+/// fields' types.
+fn retyped(schema: &Schema, retype: impl Fn(usize, &Field) -> Option<ArrowType>) -> Schema {
+    Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match retype(i, f) {
+                Some(t) => Arc::new(f.as_ref().clone().with_data_type(t)),
+                None => f.clone(),
+            })
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    )
 }
 
 /// Rows in the row groups `chunk` of a file.
@@ -1086,6 +1070,20 @@ mod tests {
     use parquet::file::metadata::ParquetMetaDataReader;
     use parquet::file::properties::WriterProperties;
 
+    /// The footer of `batch` written as one Parquet file with `props`.
+    fn footer(
+        batch: &RecordBatch,
+        props: parquet::file::properties::WriterPropertiesBuilder,
+    ) -> ParquetMetaData {
+        let mut bytes = Vec::new();
+        let mut w = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props.build())).unwrap();
+        w.write(batch).unwrap();
+        w.close().unwrap();
+        ParquetMetaDataReader::new()
+            .parse_and_finish(&Bytes::from(bytes))
+            .unwrap()
+    }
+
     /// A column whose dictionary overflowed into plain pages is not read as a
     /// dictionary (that read would hash every value into a new one); one that stayed
     /// dictionary-encoded is, and one the filter reads is not.
@@ -1118,18 +1116,13 @@ mod tests {
             ],
         )
         .unwrap();
-        let props = WriterProperties::builder()
-            .set_dictionary_page_size_limit(1024)
-            .set_data_page_row_count_limit(1_000)
-            .set_max_row_group_row_count(Some(10_000))
-            .build();
-        let mut bytes = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut bytes, schema.clone(), Some(props)).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-        let metadata = ParquetMetaDataReader::new()
-            .parse_and_finish(&Bytes::from(bytes))
-            .unwrap();
+        let metadata = footer(
+            &batch,
+            WriterProperties::builder()
+                .set_dictionary_page_size_limit(1024)
+                .set_data_page_row_count_limit(1_000)
+                .set_max_row_group_row_count(Some(10_000)),
+        );
         assert_eq!(metadata.num_row_groups(), 2);
         let filter = bind_predicate(
             &parse_predicate("other = 'x'").unwrap(),
@@ -1162,16 +1155,10 @@ mod tests {
             ))],
         )
         .unwrap();
-        let props = WriterProperties::builder()
-            .set_max_row_group_row_count(Some(1_000))
-            .build();
-        let mut bytes = Vec::new();
-        let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(props)).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
-        let metadata = ParquetMetaDataReader::new()
-            .parse_and_finish(&Bytes::from(bytes))
-            .unwrap();
+        let metadata = footer(
+            &batch,
+            WriterProperties::builder().set_max_row_group_row_count(Some(1_000)),
+        );
         let all: Vec<usize> = (0..metadata.num_row_groups()).collect();
         assert_eq!(all.len(), 11);
         // 4 × 500 rows: two row groups a chunk; the short tail joins the last one.

@@ -5,7 +5,7 @@ pub mod keyed;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -102,6 +102,21 @@ pub fn column_names(batches: &[RecordBatch]) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The values of the 64-bit integer column `column` of every batch, in order (nulls
+/// read as their slot's value). Panics when a batch lacks it or it is not `Int64`.
+pub fn i64_values(batches: &[RecordBatch], column: &str) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(column)
+                .unwrap_or_else(|| panic!("no column `{column}`"))
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
 }
 
 /// Total rows.

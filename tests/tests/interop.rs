@@ -112,26 +112,35 @@ fn rows_batch(i: i64, rows: i64, with_note: bool) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
 }
 
-/// Data files under `dir` with a DELTA_BINARY_PACKED column.
-fn delta_packed_files(dir: &std::path::Path) -> usize {
+/// The footers of the data files under `dir` (partition directories included).
+fn parquet_footers(dir: &Path) -> Vec<parquet::file::metadata::ParquetMetaData> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    let mut n = 0;
+    let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            n += delta_packed_files(&path);
+            out.extend(parquet_footers(&path));
         } else if path.extension().is_some_and(|e| e == "parquet") {
             let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
-            let packed = reader.metadata().row_groups().iter().any(|rg| {
+            out.push(reader.metadata().clone());
+        }
+    }
+    out
+}
+
+/// Data files under `dir` with a DELTA_BINARY_PACKED column.
+fn delta_packed_files(dir: &Path) -> usize {
+    parquet_footers(dir)
+        .iter()
+        .filter(|m| {
+            m.row_groups().iter().any(|rg| {
                 rg.columns().iter().any(|c| {
                     c.encodings()
                         .any(|e| e == parquet::basic::Encoding::DELTA_BINARY_PACKED)
                 })
-            });
-            n += usize::from(packed);
-        }
-    }
-    n
+            })
+        })
+        .count()
 }
 
 /// Where a test's table lives and how delta-rs reaches it: a local directory, or a
@@ -292,20 +301,13 @@ fn delta_rs_reads_uncompressed_columns_shoal_writes() {
 
 /// (uncompressed, compressed) column chunks of the data files under `dir`.
 fn chunk_codecs(dir: &Path) -> (usize, usize) {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
     let (mut plain, mut packed) = (0, 0);
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "parquet") {
-            let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
-            for rg in reader.metadata().row_groups() {
-                for c in rg.columns() {
-                    if c.compression() == parquet::basic::Compression::UNCOMPRESSED {
-                        plain += 1;
-                    } else {
-                        packed += 1;
-                    }
-                }
+    for footer in parquet_footers(dir) {
+        for c in footer.row_groups().iter().flat_map(|rg| rg.columns()) {
+            if c.compression() == parquet::basic::Compression::UNCOMPRESSED {
+                plain += 1;
+            } else {
+                packed += 1;
             }
         }
     }

@@ -1600,18 +1600,7 @@ async fn assert_content(t: &Table, model: &[Row], what: &str) {
     );
     let snap = t.snapshot().await.unwrap();
     let batches = t.scan(snap).collect().await.unwrap();
-    let mut ids: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column_by_name("id")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let mut ids = shoal_tests::i64_values(&batches, "id");
     let n = ids.len();
     ids.sort_unstable();
     ids.dedup();

@@ -13,7 +13,7 @@ use shoal_format::storage::faults::{Fault, Faults, FaultyStore, Op, Trigger};
 use shoal_format::storage::{PutOutcome, StorageOptions};
 use shoal_format::transaction::Transaction;
 use shoal_format::{Error, Table, TableStore};
-use shoal_tests::{s3_base, s3_uri};
+use shoal_tests::{i64_values, s3_base, s3_uri};
 
 /// The stores under test: (name, a fresh table location in it).
 fn stores(test: &str) -> Vec<(&'static str, TableStore, Option<tempfile::TempDir>)> {
@@ -351,17 +351,7 @@ fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
 async fn ids(t: &Table) -> Vec<i64> {
     let snap = t.snapshot().await.unwrap();
     let batches = t.scan(snap).with_columns(&["id"]).collect().await.unwrap();
-    let mut ids: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let mut ids = i64_values(&batches, "id");
     ids.sort();
     ids
 }

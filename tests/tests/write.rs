@@ -8,6 +8,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use shoal_format::write::WriterOptions;
 use shoal_format::{Error, SaveMode, Table, TableStore};
+use shoal_tests::i64_values;
 
 fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
     let schema = Schema::new(vec![
@@ -28,17 +29,7 @@ fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
 async fn all_ids(t: &Table) -> Vec<i64> {
     let snap = t.snapshot().await.unwrap();
     let batches = t.scan(snap).with_columns(&["id"]).collect().await.unwrap();
-    let mut ids: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let mut ids = i64_values(&batches, "id");
     ids.sort();
     ids
 }
@@ -340,17 +331,7 @@ async fn scans_of_many_row_groups_keep_order_and_strings() {
         .collect()
         .await
         .unwrap();
-    let ids: Vec<i64> = batches
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        })
-        .collect();
+    let ids = i64_values(&batches, "id");
     let want: Vec<i64> = (0..n)
         .filter(|&i| country(i) == Some("Deutschland"))
         .collect();

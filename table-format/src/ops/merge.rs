@@ -543,8 +543,12 @@ impl KeyIndex {
             let k = cast(&keys[0], &ArrowType::Int64)?;
             let k = k.as_primitive::<Int64Type>();
             let eligible_values = || (0..n).filter(|i| eligible[*i]).map(|i| k.value(i));
-            let lo = eligible_values().min().unwrap_or(0);
-            let hi = eligible_values().max().unwrap_or(-1);
+            let (lo, hi) = eligible_values()
+                .fold(None, |acc: Option<(i64, i64)>, v| match acc {
+                    None => Some((v, v)),
+                    Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+                })
+                .unwrap_or((0, -1));
             // Dense keys (a bitmap of at most 64 bits per source row, and 8 Mi bits
             // allowed whatever the source): the key's rank among the bits set is where
             // its first row is kept; a few MB where a hash map takes tens.
@@ -1527,10 +1531,9 @@ impl Plan {
     }
 
     /// Merges one target batch: the rows to write, the source rows that matched and
-    /// the row counts. Needs nothing but the plan, so batches merge in parallel.
+    /// the row counts.
     fn merge_batch(&self, batch: &RecordBatch) -> Result<MergedBatch> {
         let mut merged = MergedBatch::default();
-        let stats = &mut merged;
         let n = batch.num_rows();
         let keys: Vec<ArrayRef> = self
             .key_columns
@@ -1593,18 +1596,18 @@ impl Plan {
         }
         let matched = arrow::compute::is_not_null(&source_idx)?;
         let n_matched = matched.true_count();
-        stats.source_rows = source_idx.iter().flatten().collect();
+        merged.source_rows = source_idx.iter().flatten().collect();
         let unmatched = not(&matched)?;
         if n_matched == 0 && self.by_source.is_empty() {
-            stats.rows_copied += n as u64;
-            stats.batches.push(RecordBatch::try_new(
+            merged.rows_copied += n as u64;
+            merged.batches.push(RecordBatch::try_new(
                 self.target_arrow.clone(),
                 batch.columns().to_vec(),
             )?);
             return Ok(merged);
         }
         if self.by_source.is_empty() && n_matched * 2 < n {
-            self.merge_matched_rows(batch, &source_idx, &unmatched, n_matched, stats)?;
+            self.merge_matched_rows(batch, &source_idx, &unmatched, n_matched, &mut merged)?;
             return Ok(merged);
         }
         let joined = join_batches(&self.joined_arrow, batch, &self.source, &source_idx)?;
@@ -1620,14 +1623,14 @@ impl Plan {
             let upd = and(&chosen, &not(&deleted)?)?;
             let n_upd = upd.true_count() as u64;
             let n_del = deleted.true_count() as u64;
-            stats.rows_updated += n_upd;
-            stats.rows_deleted += n_del;
+            merged.rows_updated += n_upd;
+            merged.rows_deleted += n_del;
             keep = and(&keep, &not(&deleted)?)?;
             changed = or(&changed, &chosen)?;
         }
-        stats.rows_copied += (n - changed.true_count()) as u64;
+        merged.rows_copied += (n - changed.true_count()) as u64;
         let rows = self.target_batch(columns, &keep)?;
-        stats.batches.push(rows);
+        merged.batches.push(rows);
         Ok(merged)
     }
 
@@ -1672,12 +1675,9 @@ impl Plan {
         merged.rows_updated += and(&chosen, &not(&deleted)?)?.true_count() as u64;
         merged.rows_deleted += n_deleted as u64;
         merged.rows_copied += (n - chosen.true_count()) as u64;
-        let kept = filter_record_batch(batch, unmatched)?;
-        merged.batches.push(RecordBatch::try_new_with_options(
-            self.target_arrow.clone(),
-            kept.columns().to_vec(),
-            &arrow::array::RecordBatchOptions::new().with_row_count(Some(kept.num_rows())),
-        )?);
+        merged
+            .batches
+            .push(self.target_batch(batch.columns().to_vec(), unmatched)?);
         let new_rows = self.target_batch(new_columns, &not(&deleted)?)?;
         if new_rows.num_rows() > 0 {
             merged.batches.push(new_rows);
@@ -1688,13 +1688,20 @@ impl Plan {
     /// The rows of `keep` as a batch of the target schema; a NULL bound for a
     /// non-nullable column is an error naming it.
     fn target_batch(&self, columns: Vec<ArrayRef>, keep: &BooleanArray) -> Result<RecordBatch> {
-        let all_kept = keep.true_count() == keep.len();
+        let rows = keep.true_count();
+        // One predicate for every column (its runs of kept rows found once).
+        let predicate = (rows < keep.len()).then(|| {
+            let mut builder = arrow::compute::FilterBuilder::new(keep);
+            if columns.len() > 1 {
+                builder = builder.optimize();
+            }
+            builder.build()
+        });
         let mut out = Vec::with_capacity(columns.len());
         for (f, c) in self.target.fields.iter().zip(columns) {
-            let c = if all_kept {
-                c
-            } else {
-                arrow::compute::filter(&c, keep)?
+            let c = match &predicate {
+                None => c,
+                Some(p) => p.filter(&c)?,
             };
             if !f.nullable && c.null_count() > 0 {
                 return Err(Error::SchemaMismatch {
@@ -1704,7 +1711,6 @@ impl Plan {
             }
             out.push(c);
         }
-        let rows = keep.true_count();
         Ok(RecordBatch::try_new_with_options(
             self.target_arrow.clone(),
             out,

@@ -146,9 +146,9 @@ fn copy_by_width<O: OffsetSizeTrait>(
     index: impl Iterator<Item = usize>,
 ) -> Option<(Vec<O>, Vec<u8>)> {
     match max_len {
-        0..=8 => copy_padded::<8, O>(data, offsets, lens, rows, index),
-        9..=16 => copy_padded::<16, O>(data, offsets, lens, rows, index),
-        17..=32 => copy_padded::<32, O>(data, offsets, lens, rows, index),
+        0..=8 => copy_padded::<8, O>(data, offsets, lens, max_len, rows, index),
+        9..=16 => copy_padded::<16, O>(data, offsets, lens, max_len, rows, index),
+        17..=32 => copy_padded::<32, O>(data, offsets, lens, max_len, rows, index),
         _ => copy_each::<O>(data, offsets, lens, rows, index),
     }
 }
@@ -160,6 +160,7 @@ fn copy_padded<const W: usize, O: OffsetSizeTrait>(
     data: &[u8],
     offsets: &[impl OffsetSizeTrait],
     lens: &[usize],
+    max_len: usize,
     rows: usize,
     index: impl Iterator<Item = usize>,
 ) -> Option<(Vec<O>, Vec<u8>)> {
@@ -176,7 +177,6 @@ fn copy_padded<const W: usize, O: OffsetSizeTrait>(
         })
         .collect();
     // Room for the longest value in every row: reserved, not written.
-    let max_len = lens.iter().copied().max().unwrap_or(0);
     let mut out: Vec<u8> = Vec::with_capacity(rows * max_len + W);
     let mut ends: Vec<O> = Vec::with_capacity(rows + 1);
     ends.push(O::usize_as(0));

@@ -191,10 +191,10 @@ impl OpenFile {
             // micro-batch files): the file's writer is set up again (it holds only the
             // magic bytes yet).
             let sample = leading_rows(&self.schema, &self.pending, COLUMN_SAMPLE_ROWS)?;
-            let mut props = column_choices(&self.base_props, self.delta_encoding, &sample);
-            if self.pending_rows >= 4 * COLUMN_SAMPLE_ROWS {
-                props = uncompressed_where_it_does_not_pay(props, &sample);
-            }
+            // A compression trial costs a small share of the row group only when it
+            // holds several samples' worth of rows.
+            let trial = self.pending_rows >= 4 * COLUMN_SAMPLE_ROWS;
+            let props = column_choices(&self.base_props, self.delta_encoding, trial, &sample);
             (self.writer, self.factory) = file_writer(&self.schema, props)?;
         }
         let group = std::mem::take(&mut self.pending);
@@ -416,10 +416,12 @@ fn leading_rows(schema: &SchemaRef, batches: &[RecordBatch], n: usize) -> Result
 
 /// `base` with per-column choices made on the `sample` rows: no dictionary for mostly
 /// distinct columns, DELTA_BINARY_PACKED for integers near their neighbours (when
-/// `delta_encoding`).
+/// `delta_encoding`), and with a compression `trial`, no compression where it does
+/// not pay.
 fn column_choices(
     base: &WriterProperties,
     delta_encoding: bool,
+    trial: bool,
     sample: &RecordBatch,
 ) -> WriterProperties {
     let mut props = base.clone().into_builder();
@@ -432,7 +434,12 @@ fn column_choices(
         }
         props = props.set_column_dictionary_enabled(ColumnPath::from(name), false);
     }
-    props.build()
+    let props = props.build();
+    if trial {
+        uncompressed_where_it_does_not_pay(props, sample)
+    } else {
+        props
+    }
 }
 
 /// `props` with compression turned off for the columns it does not shrink by a tenth
