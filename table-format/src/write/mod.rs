@@ -1,6 +1,7 @@
 //! The write path: schema enforcement and evolution, partition splitting, Parquet
 //! encoding with statistics, target file sizes.
 
+mod dictionary_chunk;
 pub mod enforce;
 pub mod writer;
 

@@ -15,9 +15,12 @@ use parquet::arrow::arrow_writer::{
 };
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{WriterProperties, WriterVersion};
-use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::types::ColumnPath;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::properties::{WriterProperties, WriterPropertiesPtr, WriterVersion};
+use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
+use parquet::schema::types::{ColumnDescPtr, ColumnPath};
+
+use super::dictionary_chunk::{self, EncodedChunk};
 
 use crate::error::{Error, Result};
 use crate::protocol::partition::{encode_add_path, partition_dir, serialize_value};
@@ -101,7 +104,31 @@ type PartitionValues = Vec<(String, Option<String>)>;
 
 /// A row group being encoded on the blocking pool: its column chunks, its statistics
 /// and its row count.
-type Encoding = tokio::task::JoinHandle<Result<(Vec<ArrowColumnChunk>, StatsCollector, usize)>>;
+type Encoding = tokio::task::JoinHandle<Result<(Vec<Chunk>, StatsCollector, usize)>>;
+
+/// An encoded column chunk: by parquet-rs's Arrow writer, or, for string and binary
+/// columns it covers, by [`dictionary_chunk`].
+enum Chunk {
+    Arrow(ArrowColumnChunk),
+    Dictionary(EncodedChunk),
+}
+
+impl Chunk {
+    fn close(&self) -> &ColumnCloseResult {
+        match self {
+            Chunk::Arrow(c) => c.close(),
+            Chunk::Dictionary(c) => &c.close,
+        }
+    }
+
+    fn append_to(self, rg: &mut SerializedRowGroupWriter<'_, Vec<u8>>) -> Result<()> {
+        match self {
+            Chunk::Arrow(c) => c.append_to_row_group(rg)?,
+            Chunk::Dictionary(c) => rg.append_column(&c.data, c.close)?,
+        }
+        Ok(())
+    }
+}
 
 /// A data file being written: row groups appended to `writer`, row groups being
 /// encoded (each on a thread of its own, while the caller goes on producing rows), and
@@ -203,11 +230,15 @@ impl OpenFile {
         self.pending_bytes = 0;
         let writers = self.factory.create_column_writers(self.row_groups)?;
         self.row_groups += 1;
-        let schema = self.schema.clone();
+        let file = FileLayout {
+            schema: self.schema.clone(),
+            props: self.writer.properties().clone(),
+            leaves: self.writer.schema_descr().columns().to_vec(),
+        };
         let mut stats = self.stats.empty_like();
         self.encoding
             .push_back(tokio::task::spawn_blocking(move || {
-                let chunks = encode_row_group(&schema, writers, &group, &mut stats, threads)?;
+                let chunks = encode_row_group(&file, writers, &group, &mut stats, threads)?;
                 Ok((chunks, stats, rows))
             }));
         self.encoding_rows += rows;
@@ -224,7 +255,7 @@ impl OpenFile {
             let (chunks, stats, rows) = next.await.map_err(|e| Error::Task(e.to_string()))??;
             let mut rg = self.writer.next_row_group()?;
             for chunk in chunks {
-                chunk.append_to_row_group(&mut rg)?;
+                chunk.append_to(&mut rg)?;
             }
             rg.close()?;
             self.stats.merge(stats);
@@ -282,15 +313,24 @@ enum Task {
     Stats,
 }
 
+/// What encoding a row group needs to know of its file: the Arrow schema, the
+/// writer's properties and the Parquet leaf columns.
+struct FileLayout {
+    schema: SchemaRef,
+    props: WriterPropertiesPtr,
+    leaves: Vec<ColumnDescPtr>,
+}
+
 /// Encodes one row group on up to `threads` threads (the calling thread included)
 /// and returns its column chunks in schema order. Statistics are collected alongside.
 fn encode_row_group(
-    schema: &SchemaRef,
+    file: &FileLayout,
     writers: Vec<ArrowColumnWriter>,
     group: &[RecordBatch],
     stats: &mut StatsCollector,
     threads: usize,
-) -> Result<Vec<ArrowColumnChunk>> {
+) -> Result<Vec<Chunk>> {
+    let schema = &file.schema;
     let mut writers = writers.into_iter();
     let mut tasks = Vec::new();
     for (index, field) in schema.fields().iter().enumerate() {
@@ -334,7 +374,7 @@ fn encode_row_group(
     let n_tasks = tasks.len();
     let queue = std::sync::Mutex::new(tasks.into_iter());
     let stats_slot = std::sync::Mutex::new(stats);
-    let results: std::sync::Mutex<Vec<(usize, Vec<ArrowColumnChunk>)>> =
+    let results: std::sync::Mutex<Vec<(usize, Vec<Chunk>)>> =
         std::sync::Mutex::new(Vec::with_capacity(n_tasks));
     let work = || -> Result<()> {
         loop {
@@ -349,6 +389,13 @@ fn encode_row_group(
                 }
                 Task::Column { index, mut writers } => {
                     let field = schema.field(index);
+                    if let Some(chunk) = dictionary_chunk(file, first_chunk[index], index, group)? {
+                        results
+                            .lock()
+                            .map_err(poisoned)?
+                            .push((index, vec![Chunk::Dictionary(chunk)]));
+                        continue;
+                    }
                     for b in group {
                         let leaves = compute_leaves(field, b.column(index))?;
                         for (w, leaf) in writers.iter_mut().zip(&leaves) {
@@ -357,7 +404,7 @@ fn encode_row_group(
                     }
                     let chunks = writers
                         .into_iter()
-                        .map(|w| w.close())
+                        .map(|w| w.close().map(Chunk::Arrow))
                         .collect::<std::result::Result<Vec<_>, _>>()?;
                     results.lock().map_err(poisoned)?.push((index, chunks));
                 }
@@ -380,7 +427,7 @@ fn encode_row_group(
     })?;
     let mut results = results.into_inner().map_err(poisoned)?;
     results.sort_by_key(|(i, _)| *i);
-    let chunks: Vec<ArrowColumnChunk> = results.into_iter().flat_map(|(_, c)| c).collect();
+    let chunks: Vec<Chunk> = results.into_iter().flat_map(|(_, c)| c).collect();
     let stats = stats_slot.into_inner().map_err(poisoned)?;
     for (leaf, chunk) in from_chunks {
         let absorbed = chunks
@@ -394,6 +441,25 @@ fn encode_row_group(
         }
     }
     Ok(chunks)
+}
+
+/// The column `index` of `group` (leaf `leaf` of the file) as a chunk of our own
+/// dictionary encoder, when it covers the column and its values.
+fn dictionary_chunk(
+    file: &FileLayout,
+    leaf: usize,
+    index: usize,
+    group: &[RecordBatch],
+) -> Result<Option<EncodedChunk>> {
+    let field = file.schema.field(index);
+    if !dictionary_chunk::handles(field.data_type()) {
+        return Ok(None);
+    }
+    let Some(descr) = file.leaves.get(leaf) else {
+        return Ok(None);
+    };
+    let arrays: Vec<ArrayRef> = group.iter().map(|b| b.column(index).clone()).collect();
+    dictionary_chunk::encode(descr, &file.props, &arrays)
 }
 
 /// Rows the per-column encoding choices look at.
