@@ -137,6 +137,8 @@ impl Chunk {
 struct OpenFile {
     writer: SerializedFileWriter<Vec<u8>>,
     factory: ArrowRowGroupWriterFactory,
+    /// What the encoding of a row group needs of `writer`.
+    layout: Arc<FileLayout>,
     schema: SchemaRef,
     /// The writer's properties before the per-column choices made on the first row
     /// group (see [`OpenFile::seal`]).
@@ -223,6 +225,7 @@ impl OpenFile {
             let trial = self.pending_rows >= 4 * COLUMN_SAMPLE_ROWS;
             let props = column_choices(&self.base_props, self.delta_encoding, trial, &sample);
             (self.writer, self.factory) = file_writer(&self.schema, props)?;
+            self.layout = FileLayout::of(&self.schema, &self.writer);
         }
         let group = std::mem::take(&mut self.pending);
         let rows = self.pending_rows;
@@ -230,11 +233,7 @@ impl OpenFile {
         self.pending_bytes = 0;
         let writers = self.factory.create_column_writers(self.row_groups)?;
         self.row_groups += 1;
-        let file = FileLayout {
-            schema: self.schema.clone(),
-            props: self.writer.properties().clone(),
-            leaves: self.writer.schema_descr().columns().to_vec(),
-        };
+        let file = self.layout.clone();
         let mut stats = self.stats.empty_like();
         self.encoding
             .push_back(tokio::task::spawn_blocking(move || {
@@ -319,6 +318,22 @@ struct FileLayout {
     schema: SchemaRef,
     props: WriterPropertiesPtr,
     leaves: Vec<ColumnDescPtr>,
+    /// Leaves [`dictionary_chunk`] declined in an earlier row group of the file: the
+    /// Arrow writer takes them from then on (a dictionary that overflowed once is
+    /// not built again to be thrown away).
+    declined: Vec<std::sync::atomic::AtomicBool>,
+}
+
+impl FileLayout {
+    fn of(schema: &SchemaRef, writer: &SerializedFileWriter<Vec<u8>>) -> Arc<FileLayout> {
+        let leaves = writer.schema_descr().columns().to_vec();
+        Arc::new(FileLayout {
+            schema: schema.clone(),
+            props: writer.properties().clone(),
+            declined: leaves.iter().map(|_| Default::default()).collect(),
+            leaves,
+        })
+    }
 }
 
 /// Encodes one row group on up to `threads` threads (the calling thread included)
@@ -455,11 +470,18 @@ fn dictionary_chunk(
     if !dictionary_chunk::handles(field.data_type()) {
         return Ok(None);
     }
-    let Some(descr) = file.leaves.get(leaf) else {
+    let (Some(descr), Some(declined)) = (file.leaves.get(leaf), file.declined.get(leaf)) else {
         return Ok(None);
     };
+    if declined.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(None);
+    }
     let arrays: Vec<ArrayRef> = group.iter().map(|b| b.column(index).clone()).collect();
-    dictionary_chunk::encode(descr, &file.props, &arrays)
+    let chunk = dictionary_chunk::encode(descr, &file.props, &arrays)?;
+    if chunk.is_none() {
+        declined.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(chunk)
 }
 
 /// Rows the per-column encoding choices look at.
@@ -792,6 +814,7 @@ impl DataWriter {
         // Column choices are made when the first row group is sealed.
         let (writer, factory) = file_writer(&self.data_schema, self.props.clone())?;
         Ok(OpenFile {
+            layout: FileLayout::of(&self.data_schema, &writer),
             writer,
             factory,
             schema: self.data_schema.clone(),
