@@ -299,6 +299,98 @@ fn delta_rs_reads_uncompressed_columns_shoal_writes() {
     compare_versions(&place.table, &place.dumps, 0);
 }
 
+/// Checks, with pyarrow, every string column chunk of every data file under a
+/// directory: its footer statistics (min, max, null count) against the values pyarrow
+/// reads from the row group, and that its data pages are dictionary-encoded.
+const CHECK_STRING_CHUNKS: &str = r#"
+import sys, glob, os
+import pyarrow.parquet as pq, pyarrow.compute as pc
+chunks = 0
+for f in glob.glob(os.path.join(sys.argv[1], "**", "*.parquet"), recursive=True):
+    pf = pq.ParquetFile(f)
+    for rg in range(pf.metadata.num_row_groups):
+        table = pf.read_row_group(rg)
+        for c in range(pf.metadata.num_columns):
+            meta = pf.metadata.row_group(rg).column(c)
+            name = meta.path_in_schema
+            col = table.column(name)
+            if not str(col.type) == "string":
+                continue
+            chunks += 1
+            assert "RLE_DICTIONARY" in meta.encodings, (f, name, meta.encodings)
+            st = meta.statistics
+            assert st.null_count == col.null_count, (f, name)
+            mm = pc.min_max(col)
+            assert st.min == mm["min"].as_py(), (f, name, st.min, mm)
+            assert st.max == mm["max"].as_py(), (f, name, st.max, mm)
+print(chunks)
+"#;
+
+/// String columns (short values, values past 16 bytes, multi-byte UTF-8, empty
+/// strings, nulls, long runs, an all-null row group stretch) in files of several row
+/// groups: Shoal builds their dictionary chunks itself; pyarrow finds each chunk's
+/// statistics exact and delta-rs reads the table identically.
+#[test]
+fn delta_rs_and_pyarrow_read_the_dictionary_chunks_shoal_builds() {
+    let Some(py) = python("delta-rs interop, dictionary chunks") else {
+        return;
+    };
+    let place = Place::new(None);
+    let n = 600_000usize;
+    let mut rng = shoal_tests::Rng::new(11);
+    let short = ["", "US", "FR/x y", "DÉ", "é", "a", "a\0", "zz", "XX"];
+    let long: Vec<String> = (0..30)
+        .map(|i| format!("a value longer than sixteen bytes, number {i}"))
+        .collect();
+    let mut shorts = Vec::with_capacity(n);
+    let mut longs = Vec::with_capacity(n);
+    let mut runs = Vec::with_capacity(n);
+    for i in 0..n {
+        let r = rng.next_u64();
+        shorts.push((i % 5 != 2).then(|| short[(r % 9) as usize].to_string()));
+        longs
+            .push((!(300_000..310_000).contains(&i)).then(|| long[(r >> 8) as usize % 30].clone()));
+        runs.push(Some(format!("run {:04}", i / 7_000)));
+    }
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("short", DataType::Utf8, true),
+            Field::new("long", DataType::Utf8, true),
+            Field::new("runs", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from((0..n as i64).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(shorts)),
+            Arc::new(StringArray::from(longs)),
+            Arc::new(StringArray::from(runs)),
+        ],
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = Table::at(&place.table).unwrap();
+        t.write(vec![batch]).execute().await.unwrap();
+    });
+    let row_groups: usize = parquet_footers(Path::new(&place.table))
+        .iter()
+        .map(|f| f.num_row_groups())
+        .sum();
+    assert!(
+        row_groups >= 3,
+        "expected several row groups, got {row_groups}"
+    );
+    let checked = run_python(&py, CHECK_STRING_CHUNKS, &[place.table.as_str()]);
+    assert_eq!(
+        checked.trim(),
+        (3 * row_groups).to_string(),
+        "string chunks checked"
+    );
+    let dumps = place.dumps.to_str().unwrap();
+    run_python(&py, DUMP_ALL_VERSIONS, &place.args(&[dumps]));
+    compare_versions(&place.table, &place.dumps, 0);
+}
+
 /// (uncompressed, compressed) column chunks of the data files under `dir`.
 fn chunk_codecs(dir: &Path) -> (usize, usize) {
     let (mut plain, mut packed) = (0, 0);
