@@ -107,7 +107,9 @@ pub(crate) fn encode(
             return Ok(None);
         }
     }
-    if dictionary.entries.is_empty() {
+    // Nulls in a required column are the Arrow writer's to refuse.
+    let nulls_in_required = descr.max_def_level() == 0 && arrays.iter().any(|a| a.null_count() > 0);
+    if dictionary.entries.is_empty() || nulls_in_required {
         return Ok(None);
     }
     let rows: usize = arrays.iter().map(|a| a.len()).sum();
@@ -853,6 +855,18 @@ mod tests {
             &batches(&values, &DataType::Utf8, true)
         )
         .is_none());
+        let with_nulls = batches(&values, &DataType::Utf8, true);
+        let required = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)]));
+        let (writer, _) =
+            ArrowWriter::try_new(Vec::new(), required, Some(props(Compression::UNCOMPRESSED)))
+                .unwrap()
+                .into_serialized_writer()
+                .unwrap();
+        let arrays: Vec<ArrayRef> = with_nulls.iter().map(|b| b.column(0).clone()).collect();
+        let descr = writer.schema_descr().column(0);
+        assert!(encode(&descr, writer.properties(), &arrays)
+            .unwrap()
+            .is_none());
         let nulls: Vec<Option<String>> = vec![None; 6000];
         assert!(our_file(
             props(Compression::UNCOMPRESSED),
