@@ -299,13 +299,14 @@ fn delta_rs_reads_uncompressed_columns_shoal_writes() {
     compare_versions(&place.table, &place.dumps, 0);
 }
 
-/// Checks, with pyarrow, every string column chunk of every data file under a
-/// directory: its footer statistics (min, max, null count) against the values pyarrow
-/// reads from the row group, and that its data pages are dictionary-encoded.
-const CHECK_STRING_CHUNKS: &str = r#"
+/// Checks, with pyarrow, the string and 64-bit integer column chunks of every data
+/// file under a directory: their footer statistics (min, max, null count) against the
+/// values pyarrow reads from the row group, and their encodings (dictionary for
+/// strings, DELTA_BINARY_PACKED for integers). Prints the chunks of each kind checked.
+const CHECK_CHUNKS: &str = r#"
 import sys, glob, os
 import pyarrow.parquet as pq, pyarrow.compute as pc
-chunks = 0
+strings = integers = 0
 for f in glob.glob(os.path.join(sys.argv[1], "**", "*.parquet"), recursive=True):
     pf = pq.ParquetFile(f)
     for rg in range(pf.metadata.num_row_groups):
@@ -314,25 +315,31 @@ for f in glob.glob(os.path.join(sys.argv[1], "**", "*.parquet"), recursive=True)
             meta = pf.metadata.row_group(rg).column(c)
             name = meta.path_in_schema
             col = table.column(name)
-            if not str(col.type) == "string":
+            kind = str(col.type)
+            if kind == "string":
+                strings += 1
+                assert "RLE_DICTIONARY" in meta.encodings, (f, name, meta.encodings)
+            elif kind in ("int64", "timestamp[us, tz=UTC]"):
+                integers += 1
+                assert "DELTA_BINARY_PACKED" in meta.encodings, (f, name, meta.encodings)
+            else:
                 continue
-            chunks += 1
-            assert "RLE_DICTIONARY" in meta.encodings, (f, name, meta.encodings)
             st = meta.statistics
             assert st.null_count == col.null_count, (f, name)
             mm = pc.min_max(col)
             assert st.min == mm["min"].as_py(), (f, name, st.min, mm)
             assert st.max == mm["max"].as_py(), (f, name, st.max, mm)
-print(chunks)
+print(strings, integers)
 "#;
 
 /// String columns (short values, values past 16 bytes, multi-byte UTF-8, empty
-/// strings, nulls, long runs, an all-null row group stretch) in files of several row
-/// groups: Shoal builds their dictionary chunks itself; pyarrow finds each chunk's
-/// statistics exact and delta-rs reads the table identically.
+/// strings, nulls, long runs, an all-null stretch) and delta-packed 64-bit columns
+/// (ids, jittered times with nulls) in files of several row groups: Shoal builds
+/// these chunks itself; pyarrow finds each chunk's statistics exact and delta-rs
+/// reads the table identically.
 #[test]
-fn delta_rs_and_pyarrow_read_the_dictionary_chunks_shoal_builds() {
-    let Some(py) = python("delta-rs interop, dictionary chunks") else {
+fn delta_rs_and_pyarrow_read_the_chunks_shoal_builds() {
+    let Some(py) = python("delta-rs interop, Shoal's own column chunks") else {
         return;
     };
     let place = Place::new(None);
@@ -345,12 +352,17 @@ fn delta_rs_and_pyarrow_read_the_dictionary_chunks_shoal_builds() {
     let mut shorts = Vec::with_capacity(n);
     let mut longs = Vec::with_capacity(n);
     let mut runs = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let r = rng.next_u64();
         shorts.push((i % 5 != 2).then(|| short[(r % 9) as usize].to_string()));
         longs
             .push((!(300_000..310_000).contains(&i)).then(|| long[(r >> 8) as usize % 30].clone()));
         runs.push(Some(format!("run {:04}", i / 7_000)));
+        times.push(
+            (i % 13 != 5)
+                .then(|| 1_700_000_000_000_000 + i as i64 * 1_000 + (r >> 40) as i64 % 5_000),
+        );
     }
     let batch = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
@@ -358,12 +370,18 @@ fn delta_rs_and_pyarrow_read_the_dictionary_chunks_shoal_builds() {
             Field::new("short", DataType::Utf8, true),
             Field::new("long", DataType::Utf8, true),
             Field::new("runs", DataType::Utf8, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
         ])),
         vec![
             Arc::new(Int64Array::from((0..n as i64).collect::<Vec<_>>())),
             Arc::new(StringArray::from(shorts)),
             Arc::new(StringArray::from(longs)),
             Arc::new(StringArray::from(runs)),
+            Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
         ],
     )
     .unwrap();
@@ -380,11 +398,11 @@ fn delta_rs_and_pyarrow_read_the_dictionary_chunks_shoal_builds() {
         row_groups >= 3,
         "expected several row groups, got {row_groups}"
     );
-    let checked = run_python(&py, CHECK_STRING_CHUNKS, &[place.table.as_str()]);
+    let checked = run_python(&py, CHECK_CHUNKS, &[place.table.as_str()]);
     assert_eq!(
         checked.trim(),
-        (3 * row_groups).to_string(),
-        "string chunks checked"
+        format!("{} {}", 3 * row_groups, 2 * row_groups),
+        "string and integer chunks checked"
     );
     let dumps = place.dumps.to_str().unwrap();
     run_python(&py, DUMP_ALL_VERSIONS, &place.args(&[dumps]));

@@ -1,6 +1,8 @@
 //! The write path: schema enforcement and evolution, partition splitting, Parquet
 //! encoding with statistics, target file sizes.
 
+mod chunk;
+mod delta_chunk;
 mod dictionary_chunk;
 pub mod enforce;
 pub mod writer;

@@ -20,7 +20,8 @@ use parquet::file::properties::{WriterProperties, WriterPropertiesPtr, WriterVer
 use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
 use parquet::schema::types::{ColumnDescPtr, ColumnPath};
 
-use super::dictionary_chunk::{self, EncodedChunk};
+use super::chunk::{EncodedChunk, Outcome};
+use super::{delta_chunk, dictionary_chunk};
 
 use crate::error::{Error, Result};
 use crate::protocol::partition::{encode_add_path, partition_dir, serialize_value};
@@ -106,25 +107,25 @@ type PartitionValues = Vec<(String, Option<String>)>;
 /// and its row count.
 type Encoding = tokio::task::JoinHandle<Result<(Vec<Chunk>, StatsCollector, usize)>>;
 
-/// An encoded column chunk: by parquet-rs's Arrow writer, or, for string and binary
-/// columns it covers, by [`dictionary_chunk`].
+/// An encoded column chunk: by parquet-rs's Arrow writer, or, for the columns they
+/// cover, by Shoal's own encoders ([`own_chunk`]).
 enum Chunk {
     Arrow(ArrowColumnChunk),
-    Dictionary(EncodedChunk),
+    Own(EncodedChunk),
 }
 
 impl Chunk {
     fn close(&self) -> &ColumnCloseResult {
         match self {
             Chunk::Arrow(c) => c.close(),
-            Chunk::Dictionary(c) => &c.close,
+            Chunk::Own(c) => &c.close,
         }
     }
 
     fn append_to(self, rg: &mut SerializedRowGroupWriter<'_, Vec<u8>>) -> Result<()> {
         match self {
             Chunk::Arrow(c) => c.append_to_row_group(rg)?,
-            Chunk::Dictionary(c) => rg.append_column(&c.data, c.close)?,
+            Chunk::Own(c) => rg.append_column(&c.data, c.close)?,
         }
         Ok(())
     }
@@ -318,9 +319,10 @@ struct FileLayout {
     schema: SchemaRef,
     props: WriterPropertiesPtr,
     leaves: Vec<ColumnDescPtr>,
-    /// Leaves [`dictionary_chunk`] declined in an earlier row group of the file: the
-    /// Arrow writer takes them from then on (a dictionary that overflowed once is
-    /// not built again to be thrown away).
+    /// Leaves Shoal's own encoders ([`own_chunk`]) gave up on for the file in an
+    /// earlier row group ([`Outcome::NotThisColumn`]): the Arrow writer takes them
+    /// from then on (a dictionary that overflowed once is not built again to be
+    /// thrown away).
     declined: Vec<std::sync::atomic::AtomicBool>,
 }
 
@@ -404,11 +406,11 @@ fn encode_row_group(
                 }
                 Task::Column { index, mut writers } => {
                     let field = schema.field(index);
-                    if let Some(chunk) = dictionary_chunk(file, first_chunk[index], index, group)? {
+                    if let Some(chunk) = own_chunk(file, first_chunk[index], index, group)? {
                         results
                             .lock()
                             .map_err(poisoned)?
-                            .push((index, vec![Chunk::Dictionary(chunk)]));
+                            .push((index, vec![Chunk::Own(chunk)]));
                         continue;
                     }
                     for b in group {
@@ -458,16 +460,18 @@ fn encode_row_group(
     Ok(chunks)
 }
 
-/// The column `index` of `group` (leaf `leaf` of the file) as a chunk of our own
-/// dictionary encoder, when it covers the column and its values.
-fn dictionary_chunk(
+/// The column `index` of `group` (leaf `leaf` of the file) as a chunk built by
+/// Shoal (dictionary-encoded strings, delta-packed 64-bit integers), when one of its
+/// encoders covers the column and its values.
+fn own_chunk(
     file: &FileLayout,
     leaf: usize,
     index: usize,
     group: &[RecordBatch],
 ) -> Result<Option<EncodedChunk>> {
-    let field = file.schema.field(index);
-    if !dictionary_chunk::handles(field.data_type()) {
+    let data_type = file.schema.field(index).data_type();
+    let dictionary = dictionary_chunk::handles(data_type);
+    if !dictionary && !delta_chunk::handles(data_type) {
         return Ok(None);
     }
     let (Some(descr), Some(declined)) = (file.leaves.get(leaf), file.declined.get(leaf)) else {
@@ -477,11 +481,19 @@ fn dictionary_chunk(
         return Ok(None);
     }
     let arrays: Vec<ArrayRef> = group.iter().map(|b| b.column(index).clone()).collect();
-    let chunk = dictionary_chunk::encode(descr, &file.props, &arrays)?;
-    if chunk.is_none() {
-        declined.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    Ok(chunk)
+    let outcome = if dictionary {
+        dictionary_chunk::encode(descr, &file.props, &arrays)?
+    } else {
+        delta_chunk::encode(descr, &file.props, &arrays)?
+    };
+    Ok(match outcome {
+        Outcome::Built(chunk) => Some(*chunk),
+        Outcome::NotTheseValues => None,
+        Outcome::NotThisColumn => {
+            declined.store(true, std::sync::atomic::Ordering::Relaxed);
+            None
+        }
+    })
 }
 
 /// Rows the per-column encoding choices look at.
