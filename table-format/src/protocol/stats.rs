@@ -121,7 +121,12 @@ impl StatsCollector {
                 l.path.len() == 1
                     && matches!(
                         l.kind,
-                        Kind::Int | Kind::Date | Kind::Timestamp | Kind::TimestampNtz | Kind::Str
+                        Kind::Int
+                            | Kind::Date
+                            | Kind::Timestamp
+                            | Kind::TimestampNtz
+                            | Kind::Str
+                            | Kind::Float
                     )
             })
             .map(|(i, l)| (i, l.path[0].as_str()))
@@ -150,7 +155,8 @@ impl StatsCollector {
     /// Updates one of the [`StatsCollector::parquet_leaves`] from the statistics the
     /// Parquet writer kept for its column chunk, instead of going over the values a
     /// second time. Returns false, changing nothing, when they do not tell exactly
-    /// (no null count, a truncated string, an unexpected physical type).
+    /// (no null count, a truncated string, an unexpected physical type, floats with
+    /// NaNs or a zero bound: see [`float_bounds`]).
     pub fn absorb_parquet(
         &mut self,
         leaf: usize,
@@ -173,6 +179,26 @@ impl StatsCollector {
                 s.min_opt().map(|v| Bound::Int(*v)),
                 s.max_opt().map(|v| Bound::Int(*v)),
             ),
+            (Kind::Float, S::Double(s)) => {
+                let Some(bounds) = float_bounds(
+                    s.nan_count_opt(),
+                    s.min_opt().copied(),
+                    s.max_opt().copied(),
+                ) else {
+                    return false;
+                };
+                bounds
+            }
+            (Kind::Float, S::Float(s)) => {
+                let (lo, hi) = (
+                    s.min_opt().map(|v| f64::from(*v)),
+                    s.max_opt().map(|v| f64::from(*v)),
+                );
+                let Some(bounds) = float_bounds(s.nan_count_opt(), lo, hi) else {
+                    return false;
+                };
+                bounds
+            }
             (Kind::Str, S::ByteArray(s)) => {
                 fn exact(
                     v: Option<&parquet::data_type::ByteArray>,
@@ -490,6 +516,22 @@ fn insert_path(map: &mut Map<String, Value>, path: &[String], v: Value) {
     }
 }
 
+/// The bounds of a float column chunk from Parquet's statistics, when they are the
+/// collector's: Parquet leaves NaNs out of its min and max (the collector's NaN rules
+/// poison them instead), and writes a zero minimum as -0.0 and a zero maximum as +0.0
+/// whatever the sign of the zeros written (the collector keeps their order: -0.0 below
+/// +0.0). So only chunks known to hold no NaN, with no zero bound, are taken.
+fn float_bounds(
+    nans: Option<u64>,
+    lo: Option<f64>,
+    hi: Option<f64>,
+) -> Option<(Option<Bound>, Option<Bound>)> {
+    if nans != Some(0) || lo == Some(0.0) || hi == Some(0.0) {
+        return None;
+    }
+    Some((lo.map(Bound::Float), hi.map(Bound::Float)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,7 +558,25 @@ mod tests {
         ]));
         let mut c = StatsCollector::new(&schema, 32);
         let leaves: Vec<usize> = c.parquet_leaves().iter().map(|(i, _)| *i).collect();
-        assert_eq!(leaves, vec![0, 1], "floats keep their own NaN rules");
+        assert_eq!(leaves, vec![0, 1, 2]);
+        // Floats: only without NaNs and zero bounds.
+        let double = |lo: f64, hi: f64, nans: Option<u64>| {
+            S::Double(
+                parquet::file::statistics::ValueStatistics::new(
+                    Some(lo),
+                    Some(hi),
+                    None,
+                    Some(0),
+                    false,
+                )
+                .with_nan_count(nans),
+            )
+        };
+        assert!(!c.absorb_parquet(2, &double(1.0, 2.0, None)));
+        assert!(!c.absorb_parquet(2, &double(1.0, 2.0, Some(1))));
+        assert!(!c.absorb_parquet(2, &double(-0.0, 2.0, Some(0))));
+        assert!(!c.absorb_parquet(2, &double(-2.0, 0.0, Some(0))));
+        assert!(c.absorb_parquet(2, &double(-2.5, 7.0, Some(0))));
         assert!(c.absorb_parquet(0, &S::int64(Some(-3), Some(8), None, Some(2), false)));
         assert!(c.absorb_parquet(0, &S::int64(Some(1), Some(11), None, Some(1), false)));
         // No null count, or a truncated string: not taken.
@@ -549,6 +609,8 @@ mod tests {
         assert_eq!(v["minValues"]["s"], "apple");
         assert_eq!(v["maxValues"]["s"], "pear");
         assert_eq!(v["nullCount"]["s"], 4);
+        assert_eq!(v["minValues"]["x"], -2.5);
+        assert_eq!(v["maxValues"]["x"], 7.0);
     }
 
     #[test]

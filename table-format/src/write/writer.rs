@@ -984,7 +984,7 @@ impl DataWriter {
 mod tests {
     use super::*;
     use arrow::array::{
-        Date32Array, Float64Array, Int16Array, Int64Array, Int8Array, StringArray,
+        Date32Array, Float32Array, Float64Array, Int16Array, Int64Array, Int8Array, StringArray,
         TimestampMicrosecondArray,
     };
     use arrow::datatypes::{DataType as ArrowType, Field, TimeUnit};
@@ -1009,6 +1009,8 @@ mod tests {
             Field::new("s", ArrowType::Utf8, true),
             Field::new("empty", ArrowType::Utf8, true),
             Field::new("f", ArrowType::Float64, true),
+            Field::new("g", ArrowType::Float64, true),
+            Field::new("h", ArrowType::Float32, true),
         ]));
         let n = 3000usize;
         let long = "ü".repeat(40);
@@ -1039,6 +1041,16 @@ mod tests {
                 Arc::new(Float64Array::from_iter(
                     (0..n).map(|i| Some(i as f64 / 3.0)),
                 )),
+                // A NaN in the second row group, a negative zero in the third.
+                Arc::new(Float64Array::from_iter((0..n).map(|i| match i {
+                    1500 => Some(f64::NAN),
+                    2500 => Some(-0.0),
+                    _ if i % 9 == 0 => None,
+                    _ => Some(1.0 + i as f64 * 0.5),
+                }))),
+                Arc::new(Float32Array::from_iter(
+                    (0..n).map(|i| Some(i as f32 * 0.25 - 100.0)),
+                )),
             ],
         )
         .unwrap();
@@ -1063,6 +1075,10 @@ mod tests {
         assert!(got["maxValues"].get("s").is_none());
         assert!(got["minValues"].get("empty").is_none());
         assert_eq!(got["nullCount"]["empty"], 3000);
+        // The NaN poisons the maximum of `g`; its minimum is the negative zero.
+        assert!(got["maxValues"].get("g").is_none());
+        assert_eq!(got["minValues"]["g"].as_f64(), Some(-0.0));
+        assert_eq!(got["minValues"]["h"], -100.0);
     }
 
     #[test]
