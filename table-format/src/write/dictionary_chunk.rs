@@ -166,9 +166,19 @@ fn short_key(values: &[u8], start: usize, len: usize) -> u128 {
             u128::from_le_bytes(word)
         }
     };
-    let mask = (1u128 << (8 * len)) - 1;
-    (word & mask) | ((len as u128) << 120)
+    (word & SHORT_MASKS[len]) | ((len as u128) << 120)
 }
+
+/// `SHORT_MASKS[n]` keeps the low `n` bytes of a word.
+const SHORT_MASKS: [u128; 16] = {
+    let mut masks = [0u128; 16];
+    let mut n = 1;
+    while n < 16 {
+        masks[n] = (1u128 << (8 * n)) - 1;
+        n += 1;
+    }
+    masks
+};
 
 impl Default for Dictionary<'_> {
     fn default() -> Self {
@@ -203,12 +213,12 @@ impl<'a> Dictionary<'a> {
         let values: &'a [u8] = array.values().as_slice();
         indices.reserve(array.len() - array.null_count());
         let nulls = array.nulls().filter(|n| n.null_count() > 0);
-        for row in 0..array.len() {
+        for (row, bounds) in offsets.windows(2).enumerate() {
             if nulls.is_some_and(|n| n.is_null(row)) {
                 continue;
             }
-            let start = offsets[row].as_usize();
-            let len = offsets[row + 1].as_usize() - start;
+            let start = bounds[0].as_usize();
+            let len = bounds[1].as_usize() - start;
             let index = if len < 16 {
                 let key = short_key(values, start, len);
                 let slot = recent_slot(key);
