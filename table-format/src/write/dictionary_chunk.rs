@@ -112,6 +112,13 @@ pub(crate) fn encode(
     .map(|c| Outcome::Built(Box::new(c)))
 }
 
+/// Bits per index into a dictionary of `entries` entries (as parquet-rs: 0 for a
+/// single entry).
+fn index_bits(entries: u32) -> u8 {
+    let largest = entries.saturating_sub(1);
+    (32 - largest.leading_zeros()) as u8
+}
+
 /// Why [`Dictionary::add`] gave up.
 enum Stop {
     /// The dictionary page outgrew its size limit.
@@ -267,10 +274,9 @@ impl<'a> Dictionary<'a> {
         Ok(index)
     }
 
-    /// Bits per index in the data pages (as parquet-rs: 0 for a single entry).
+    /// Bits per index of the whole dictionary.
     fn bit_width(&self) -> u8 {
-        let largest = self.entries.len().saturating_sub(1) as u64;
-        (64 - largest.leading_zeros()) as u8
+        index_bits(self.entries.len() as u32)
     }
 
     /// The PLAIN dictionary page: each value's length (u32, little-endian) then its
@@ -295,7 +301,10 @@ fn write(
     rows_per_page: usize,
 ) -> Result<EncodedChunk> {
     chunk.dictionary_page(dictionary.plain(), dictionary.entries.len())?;
-    let bit_width = dictionary.bit_width();
+    // Entries are numbered in order of first appearance: the pages up to one use
+    // the entries up to the largest index seen so far, and its indices need only
+    // their bits (as parquet-rs writes them).
+    let mut entries_so_far = 0u32;
     let lengths: Vec<i64> = dictionary.entries.iter().map(|v| v.len() as i64).collect();
     // The page each entry was last seen in, to list a page's distinct entries.
     let mut seen = vec![usize::MAX; dictionary.entries.len()];
@@ -322,6 +331,10 @@ fn write(
         });
         page_bounds.push(bounds);
 
+        if let Some(&largest) = distinct.iter().max() {
+            entries_so_far = entries_so_far.max(largest as u32 + 1);
+        }
+        let bit_width = index_bits(entries_so_far);
         let value_bytes = page_indices.len() * usize::from(bit_width) / 8;
         let mut body = chunk.page_body(validity, &span, value_bytes);
         body.push(bit_width);
