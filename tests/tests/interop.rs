@@ -6,7 +6,9 @@ use std::path::Path;
 
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    Date32Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use shoal_format::{SaveMode, SchemaMode, Table};
 use shoal_tests::{
@@ -319,7 +321,7 @@ for f in glob.glob(os.path.join(sys.argv[1], "**", "*.parquet"), recursive=True)
             if kind == "string":
                 strings += 1
                 assert "RLE_DICTIONARY" in meta.encodings, (f, name, meta.encodings)
-            elif kind in ("int64", "timestamp[us, tz=UTC]"):
+            elif kind in ("int64", "timestamp[us, tz=UTC]", "int32", "date32[day]"):
                 integers += 1
                 assert "DELTA_BINARY_PACKED" in meta.encodings, (f, name, meta.encodings)
             else:
@@ -333,8 +335,9 @@ print(strings, integers)
 "#;
 
 /// String columns (short values, values past 16 bytes, multi-byte UTF-8, empty
-/// strings, nulls, long runs, an all-null stretch) and delta-packed 64-bit columns
-/// (ids, jittered times with nulls) in files of several row groups: Shoal builds
+/// strings, nulls, long runs, an all-null stretch) and delta-packed integer columns
+/// (ids, jittered times with nulls, 32-bit values with nulls, dates) in files of
+/// several row groups: Shoal builds
 /// these chunks itself; pyarrow finds each chunk's statistics exact and delta-rs
 /// reads the table identically.
 #[test]
@@ -353,6 +356,8 @@ fn delta_rs_and_pyarrow_read_the_chunks_shoal_builds() {
     let mut longs = Vec::with_capacity(n);
     let mut runs = Vec::with_capacity(n);
     let mut times = Vec::with_capacity(n);
+    let mut ints = Vec::with_capacity(n);
+    let mut days = Vec::with_capacity(n);
     for i in 0..n {
         let r = rng.next_u64();
         shorts.push((i % 5 != 2).then(|| short[(r % 9) as usize].to_string()));
@@ -363,6 +368,8 @@ fn delta_rs_and_pyarrow_read_the_chunks_shoal_builds() {
             (i % 13 != 5)
                 .then(|| 1_700_000_000_000_000 + i as i64 * 1_000 + (r >> 40) as i64 % 5_000),
         );
+        ints.push((i % 17 != 3).then(|| (i as i32).wrapping_mul(7) - (r >> 50) as i32));
+        days.push(Some(10_000 + i as i32));
     }
     let batch = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
@@ -375,6 +382,8 @@ fn delta_rs_and_pyarrow_read_the_chunks_shoal_builds() {
                 DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
                 true,
             ),
+            Field::new("n32", DataType::Int32, true),
+            Field::new("day", DataType::Date32, true),
         ])),
         vec![
             Arc::new(Int64Array::from((0..n as i64).collect::<Vec<_>>())),
@@ -382,6 +391,8 @@ fn delta_rs_and_pyarrow_read_the_chunks_shoal_builds() {
             Arc::new(StringArray::from(longs)),
             Arc::new(StringArray::from(runs)),
             Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+            Arc::new(Int32Array::from(ints)),
+            Arc::new(Date32Array::from(days)),
         ],
     )
     .unwrap();
@@ -401,7 +412,7 @@ fn delta_rs_and_pyarrow_read_the_chunks_shoal_builds() {
     let checked = run_python(&py, CHECK_CHUNKS, &[place.table.as_str()]);
     assert_eq!(
         checked.trim(),
-        format!("{} {}", 3 * row_groups, 2 * row_groups),
+        format!("{} {}", 3 * row_groups, 4 * row_groups),
         "string and integer chunks checked"
     );
     let dumps = place.dumps.to_str().unwrap();

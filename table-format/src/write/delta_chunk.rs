@@ -1,16 +1,19 @@
-//! DELTA_BINARY_PACKED column chunks for 64-bit integer columns (ids, event times),
+//! DELTA_BINARY_PACKED column chunks for integer columns (ids, event times, dates),
 //! built here rather than by parquet-rs's Arrow writer, whose delta encoder packs
 //! every value through a generic bit writer and whose statistics take a second pass.
 //! One pass here finds a block's deltas, their minimum and the page's bounds; each
-//! miniblock of 32 values is then packed word by word.
+//! miniblock is then packed word by word.
 //!
 //! The pages are those parquet-rs writes for a column set to DELTA_BINARY_PACKED with
-//! dictionary encoding off: blocks of 256 values in 4 miniblocks, format v1 pages with
-//! RLE definition levels, one DELTA_BINARY_PACKED stream per page.
+//! dictionary encoding off: blocks of 4 miniblocks of 64 values (INT64) or 32 (INT32),
+//! deltas wrapping at the physical type's width, format v1 pages with RLE definition
+//! levels, one DELTA_BINARY_PACKED stream per page.
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::buffer::BooleanBuffer;
-use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Date32Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
 use parquet::basic::{Encoding, Type as PhysicalType};
 use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::{Statistics, ValueStatistics};
@@ -22,19 +25,52 @@ use super::chunk::{
 };
 use crate::error::Result;
 
-/// Values per block (as parquet-rs for INT64: miniblocks of 64 values, which its
-/// reader unpacks 64 at a time).
-const BLOCK: usize = 256;
 /// Miniblocks per block.
 const MINIBLOCKS: usize = 4;
-/// Values per miniblock.
-const MINIBLOCK: usize = BLOCK / MINIBLOCKS;
+/// Values per miniblock at most (INT64's).
+const MAX_MINIBLOCK: usize = 64;
+
+/// The layout of a physical type's delta blocks, as parquet-rs's: miniblocks of as
+/// many values as the type has bits (its reader unpacks them that many at a time).
+#[derive(Clone, Copy)]
+struct Layout {
+    /// INT32: deltas wrap at 32 bits.
+    int32: bool,
+    miniblock: usize,
+}
+
+impl Layout {
+    fn block(self) -> usize {
+        self.miniblock * MINIBLOCKS
+    }
+
+    /// `value - previous`, wrapping at the type's width.
+    fn delta(self, value: i64, previous: i64) -> i64 {
+        if self.int32 {
+            i64::from((value as i32).wrapping_sub(previous as i32))
+        } else {
+            value.wrapping_sub(previous)
+        }
+    }
+
+    /// `delta - min_delta` as the unsigned value packed.
+    fn adjusted(self, delta: i64, min_delta: i64) -> u64 {
+        if self.int32 {
+            u64::from((delta as i32).wrapping_sub(min_delta as i32) as u32)
+        } else {
+            delta.wrapping_sub(min_delta) as u64
+        }
+    }
+}
 
 /// Whether [`encode`] may take a column of this Arrow type.
 pub(crate) fn handles(data_type: &DataType) -> bool {
     matches!(
         data_type,
-        DataType::Int64 | DataType::Timestamp(TimeUnit::Microsecond, _)
+        DataType::Int64
+            | DataType::Timestamp(TimeUnit::Microsecond, _)
+            | DataType::Int32
+            | DataType::Date32
     )
 }
 
@@ -48,8 +84,18 @@ pub(crate) fn encode(
     arrays: &[ArrayRef],
 ) -> Result<Outcome> {
     let path = descr.path();
+    let layout = match descr.physical_type() {
+        PhysicalType::INT64 => Layout {
+            int32: false,
+            miniblock: 64,
+        },
+        PhysicalType::INT32 => Layout {
+            int32: true,
+            miniblock: 32,
+        },
+        _ => return Ok(Outcome::NotThisColumn),
+    };
     if !supported(descr, props)
-        || descr.physical_type() != PhysicalType::INT64
         || props.dictionary_enabled(path)
         || props.encoding(path) != Some(Encoding::DELTA_BINARY_PACKED)
     {
@@ -63,18 +109,43 @@ pub(crate) fn encode(
     // The non-null values in row order.
     let mut values: Vec<i64> = Vec::with_capacity(rows);
     for array in arrays {
-        let raw: &[i64] = match array.data_type() {
-            DataType::Int64 => array.as_primitive::<Int64Type>().values(),
-            _ => array.as_primitive::<TimestampMicrosecondType>().values(),
-        };
-        match array.nulls().filter(|n| n.null_count() > 0) {
-            Some(nulls) => values.extend(nulls.valid_indices().map(|i| raw[i])),
-            None => values.extend_from_slice(raw),
+        let nulls = array.nulls().filter(|n| n.null_count() > 0);
+        match array.data_type() {
+            DataType::Int64 => non_null(
+                array.as_primitive::<Int64Type>().values(),
+                nulls,
+                &mut values,
+            ),
+            DataType::Int32 => non_null(
+                array.as_primitive::<Int32Type>().values(),
+                nulls,
+                &mut values,
+            ),
+            DataType::Date32 => non_null(
+                array.as_primitive::<Date32Type>().values(),
+                nulls,
+                &mut values,
+            ),
+            _ => non_null(
+                array.as_primitive::<TimestampMicrosecondType>().values(),
+                nulls,
+                &mut values,
+            ),
         }
     }
-    let rows_per_page = page_rows(props, descr, 64);
+    // The physical type's layout must match the Arrow type's width.
+    let arrow_int32 = matches!(
+        arrays.first().map(|a| a.data_type()),
+        Some(DataType::Int32 | DataType::Date32)
+    );
+    if arrow_int32 != layout.int32 {
+        return Ok(Outcome::NotThisColumn);
+    }
+    let bits = if layout.int32 { 32 } else { 64 };
+    let rows_per_page = page_rows(props, descr, bits);
     write(
         ChunkWriter::new(descr, props),
+        layout,
         &values,
         validity.as_ref(),
         rows,
@@ -83,8 +154,21 @@ pub(crate) fn encode(
     .map(|c| Outcome::Built(Box::new(c)))
 }
 
+/// Appends the values of `raw` that `nulls` (if any) marks valid, widened to i64.
+fn non_null<T: Copy + Into<i64>>(
+    raw: &[T],
+    nulls: Option<&arrow::buffer::NullBuffer>,
+    out: &mut Vec<i64>,
+) {
+    match nulls {
+        Some(nulls) => out.extend(nulls.valid_indices().map(|i| raw[i].into())),
+        None => out.extend(raw.iter().map(|&v| v.into())),
+    }
+}
+
 fn write(
     mut chunk: ChunkWriter,
+    layout: Layout,
     values: &[i64],
     validity: Option<&BooleanBuffer>,
     rows: usize,
@@ -93,23 +177,42 @@ fn write(
     let mut page_bounds: Vec<Option<(i64, i64)>> = Vec::new();
     for span in page_spans(rows, rows_per_page, validity) {
         let mut body = chunk.page_body(validity, &span, span.values.len() * 4);
-        let bounds = delta_binary_packed(&values[span.values.clone()], &mut body);
+        let bounds = delta_binary_packed(layout, &values[span.values.clone()], &mut body);
         page_bounds.push(bounds);
         let facts = PageFacts {
             rows: span.rows,
             nulls: span.rows - span.values.len(),
-            bounds: bounds.map(|(l, h)| (l.to_le_bytes().to_vec(), h.to_le_bytes().to_vec())),
+            bounds: bounds.map(|(l, h)| (plain(layout, l), plain(layout, h))),
             unencoded_bytes: None,
         };
         chunk.data_page(body, Encoding::DELTA_BINARY_PACKED, facts)?;
     }
     let signed = chunk.signed_sort_order();
     chunk.finish(&page_bounds, |min, max, nulls| {
-        Statistics::Int64(
-            ValueStatistics::new(min, max, None, Some(nulls), false)
-                .with_backwards_compatible_min_max(signed),
-        )
+        if layout.int32 {
+            // The values came from i32s.
+            let narrow = |v: i64| v as i32;
+            Statistics::Int32(
+                ValueStatistics::new(min.map(narrow), max.map(narrow), None, Some(nulls), false)
+                    .with_backwards_compatible_min_max(signed),
+            )
+        } else {
+            Statistics::Int64(
+                ValueStatistics::new(min, max, None, Some(nulls), false)
+                    .with_backwards_compatible_min_max(signed),
+            )
+        }
     })
+}
+
+/// A value as Parquet's PLAIN encoding of the physical type stores it (the column
+/// index's bounds).
+fn plain(layout: Layout, v: i64) -> Vec<u8> {
+    if layout.int32 {
+        (v as i32).to_le_bytes().to_vec()
+    } else {
+        v.to_le_bytes().to_vec()
+    }
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -118,8 +221,9 @@ fn zigzag(v: i64) -> u64 {
 
 /// Appends `values` as one DELTA_BINARY_PACKED stream and returns their smallest and
 /// largest (`None` when there are none).
-fn delta_binary_packed(values: &[i64], out: &mut Vec<u8>) -> Option<(i64, i64)> {
-    varint(BLOCK as u64, out);
+fn delta_binary_packed(layout: Layout, values: &[i64], out: &mut Vec<u8>) -> Option<(i64, i64)> {
+    let (block_size, miniblock) = (layout.block(), layout.miniblock);
+    varint(block_size as u64, out);
     varint(MINIBLOCKS as u64, out);
     varint(values.len() as u64, out);
     let Some(&first) = values.first() else {
@@ -129,12 +233,13 @@ fn delta_binary_packed(values: &[i64], out: &mut Vec<u8>) -> Option<(i64, i64)> 
     varint(zigzag(first), out);
     let (mut lo, mut hi) = (first, first);
     let mut previous = first;
-    let mut deltas = [0i64; BLOCK];
-    let mut packed = [0u64; MINIBLOCK];
-    for block in values[1..].chunks(BLOCK) {
+    let mut deltas = [0i64; MAX_MINIBLOCK * MINIBLOCKS];
+    let mut adjusted = [0u64; MAX_MINIBLOCK * MINIBLOCKS];
+    let mut packed = [0u64; MAX_MINIBLOCK];
+    for block in values[1..].chunks(block_size) {
         let mut min_delta = i64::MAX;
         for (d, &v) in deltas.iter_mut().zip(block) {
-            *d = v.wrapping_sub(previous);
+            *d = layout.delta(v, previous);
             previous = v;
             min_delta = min_delta.min(*d);
             lo = lo.min(v);
@@ -142,49 +247,43 @@ fn delta_binary_packed(values: &[i64], out: &mut Vec<u8>) -> Option<(i64, i64)> 
         }
         varint(zigzag(min_delta), out);
         let n = block.len();
-        let mut widths = [0u8; MINIBLOCKS];
-        let mut adjusted = [0u64; BLOCK];
         for (a, &d) in adjusted.iter_mut().zip(&deltas[..n]) {
-            *a = d.wrapping_sub(min_delta) as u64;
+            *a = layout.adjusted(d, min_delta);
         }
+        let mut widths = [0u8; MINIBLOCKS];
         for (m, width) in widths.iter_mut().enumerate() {
-            let start = m * MINIBLOCK;
+            let start = m * miniblock;
             if start >= n {
                 break;
             }
-            let end = (start + MINIBLOCK).min(n);
+            let end = (start + miniblock).min(n);
             let any = adjusted[start..end].iter().fold(0u64, |acc, &a| acc | a);
             *width = (64 - any.leading_zeros()) as u8;
         }
         out.extend_from_slice(&widths);
         for (m, &width) in widths.iter().enumerate() {
-            let start = m * MINIBLOCK;
+            let start = m * miniblock;
             if start >= n {
                 break;
             }
             // The last miniblock is padded with zeros to a full one.
-            let mut miniblock = [0u64; MINIBLOCK];
-            let end = (start + MINIBLOCK).min(n);
-            miniblock[..end - start].copy_from_slice(&adjusted[start..end]);
-            pack_miniblock(&miniblock, u32::from(width), &mut packed, out);
+            let end = (start + miniblock).min(n);
+            let mut values = [0u64; MAX_MINIBLOCK];
+            values[..end - start].copy_from_slice(&adjusted[start..end]);
+            pack_miniblock(&values[..miniblock], u32::from(width), &mut packed, out);
         }
     }
     Some((lo, hi))
 }
 
-/// Appends 64 values of `width` bits each, least significant bit first (`words` is
-/// scratch space).
-fn pack_miniblock(
-    values: &[u64; MINIBLOCK],
-    width: u32,
-    words: &mut [u64; MINIBLOCK],
-    out: &mut Vec<u8>,
-) {
+/// Appends `values` (a miniblock: a multiple of 8 of them, at most 64) of `width` bits
+/// each, least significant bit first (`words` is scratch space).
+fn pack_miniblock(values: &[u64], width: u32, words: &mut [u64; MAX_MINIBLOCK], out: &mut Vec<u8>) {
     if width == 0 {
         return;
     }
-    // 64 values of `width` bits are `width` words of 64 bits.
-    let used = width as usize;
+    let bytes = values.len() * width as usize / 8;
+    let used = bytes.div_ceil(8);
     words[..used].fill(0);
     let mut bit = 0u32;
     for &v in values {
@@ -196,8 +295,9 @@ fn pack_miniblock(
         }
         bit += width;
     }
-    for w in &words[..used] {
-        out.extend_from_slice(&w.to_le_bytes());
+    for (i, w) in words[..used].iter().enumerate() {
+        let take = (bytes - i * 8).min(8);
+        out.extend_from_slice(&w.to_le_bytes()[..take]);
     }
 }
 
@@ -206,7 +306,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use arrow::array::{Int64Array, RecordBatch, TimestampMicrosecondArray};
+    use arrow::array::{Int64Array, RecordBatch};
     use arrow::datatypes::{Field, Schema};
     use parquet::basic::{Compression, ZstdLevel};
     use parquet::file::properties::WriterProperties;
@@ -226,27 +326,49 @@ mod tests {
 
     /// Batches of 2000, 3000 and 1000 rows (pages fall on batch edges for parquet-rs
     /// too).
-    fn batches(values: &[Option<i64>], timestamps: bool, nullable: bool) -> Vec<RecordBatch> {
-        let data_type = if timestamps {
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-        } else {
-            DataType::Int64
-        };
-        let schema = Arc::new(Schema::new(vec![Field::new("v", data_type, nullable)]));
+    fn batches(values: &[Option<i64>], data_type: &DataType, nullable: bool) -> Vec<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "v",
+            data_type.clone(),
+            nullable,
+        )]));
         let mut out = Vec::new();
         let mut start = 0;
         for len in [2000, 3000, 1000] {
             let len = len.min(values.len() - start);
-            let part = values[start..start + len].to_vec();
-            let array: ArrayRef = if timestamps {
-                Arc::new(TimestampMicrosecondArray::from(part).with_timezone("UTC"))
-            } else {
-                Arc::new(Int64Array::from(part))
-            };
+            let part = Int64Array::from(values[start..start + len].to_vec());
+            let array = arrow::compute::cast(&part, data_type).unwrap();
+            assert_eq!(array.null_count(), part.null_count(), "values fit the type");
             out.push(RecordBatch::try_new(schema.clone(), vec![array]).unwrap());
             start += len;
         }
         out
+    }
+
+    /// The types covered, with values for each (32-bit types get the values cut to
+    /// 32 bits, and their own extremes).
+    fn typed_values(n: usize, nullable: bool) -> Vec<(DataType, Vec<Option<i64>>)> {
+        let wide = values(n, nullable);
+        let narrow: Vec<Option<i64>> = wide
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.map(|x| match i {
+                    1700..1710 => i64::from(i32::MIN),
+                    1710..1720 => i64::from(i32::MAX),
+                    _ => i64::from(x as i32),
+                })
+            })
+            .collect();
+        vec![
+            (DataType::Int64, wide.clone()),
+            (
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                wide,
+            ),
+            (DataType::Int32, narrow.clone()),
+            (DataType::Date32, narrow),
+        ]
     }
 
     fn assert_same_as_parquet_rs(batches: &[RecordBatch], compression: Compression) {
@@ -282,29 +404,29 @@ mod tests {
     #[test]
     fn chunks_match_parquet_rs() {
         for nullable in [true, false] {
-            let v = values(6000, nullable);
-            for timestamps in [false, true] {
+            for (data_type, v) in typed_values(6000, nullable) {
                 for compression in [
                     Compression::UNCOMPRESSED,
                     Compression::ZSTD(ZstdLevel::try_new(1).unwrap()),
                 ] {
-                    assert_same_as_parquet_rs(&batches(&v, timestamps, nullable), compression);
+                    assert_same_as_parquet_rs(&batches(&v, &data_type, nullable), compression);
                 }
             }
         }
-        // Pages of 1, 2, 65, 257 and 1001 values (block and miniblock edges).
-        for n in [1usize, 2, 65, 257, 1001] {
-            let v = values(6000, false);
-            let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
-            let array = Arc::new(Int64Array::from(v[..n].to_vec()));
-            let batch = RecordBatch::try_new(schema, vec![array]).unwrap();
-            assert_same_as_parquet_rs(&[batch], Compression::UNCOMPRESSED);
+        // Pages of a few values, and at block and miniblock edges of both layouts.
+        for (data_type, v) in typed_values(6000, false) {
+            for n in [1usize, 2, 33, 65, 129, 257, 1001] {
+                assert_same_as_parquet_rs(
+                    &batches(&v[..n], &data_type, false),
+                    Compression::UNCOMPRESSED,
+                );
+            }
         }
     }
 
     #[test]
     fn columns_it_does_not_cover_are_declined() {
-        let data = batches(&values(6000, true), false, true);
+        let data = batches(&values(6000, true), &DataType::Int64, true);
         let plain = WriterProperties::builder()
             .set_column_dictionary_enabled(ColumnPath::from("v"), false)
             .build();
