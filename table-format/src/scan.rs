@@ -740,28 +740,17 @@ fn dictionary_columns(
 
 /// `batch` with its dictionary columns expanded to their value type.
 fn expand_dictionaries(batch: &RecordBatch) -> Result<RecordBatch> {
-    let schema = batch.schema();
-    let mut fields = Vec::with_capacity(schema.fields().len());
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        match field.data_type() {
-            ArrowType::Dictionary(_, value) => {
-                fields.push(Arc::new(
-                    field
-                        .as_ref()
-                        .clone()
-                        .with_data_type(value.as_ref().clone()),
-                ));
-                columns.push(dictionary::expand(column)?);
-            }
-            _ => {
-                fields.push(field.clone());
-                columns.push(column.clone());
-            }
-        }
-    }
+    let schema = retyped(&batch.schema(), |_, f| match f.data_type() {
+        ArrowType::Dictionary(_, value) => Some(value.as_ref().clone()),
+        _ => None,
+    });
+    let columns = batch
+        .columns()
+        .iter()
+        .map(dictionary::expand)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new_with_options(
-        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+        Arc::new(schema),
         columns,
         &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )?)

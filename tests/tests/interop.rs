@@ -181,6 +181,22 @@ impl Place {
         }
         args
     }
+
+    /// Writes `batch` as the table's first version.
+    fn write_one(&self, batch: RecordBatch) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let t = Table::at(&self.table).unwrap();
+            t.write(vec![batch]).execute().await.unwrap();
+        });
+    }
+
+    /// Asserts that delta-rs reads every version up to `latest` as Shoal does.
+    fn assert_delta_rs_reads_the_same(&self, py: &str, latest: i64) {
+        let dumps = self.dumps.to_str().unwrap();
+        run_python(py, DUMP_ALL_VERSIONS, &self.args(&[dumps]));
+        compare_versions(&self.table, &self.dumps, latest);
+    }
 }
 
 #[test]
@@ -245,9 +261,7 @@ fn shoal_writes_delta_rs_reads(py: &str, place: &Place) {
             "automatic checkpoints every 10 commits"
         );
     });
-    let dumps = place.dumps.to_str().unwrap();
-    run_python(py, DUMP_ALL_VERSIONS, &place.args(&[dumps]));
-    compare_versions(&place.table, &place.dumps, 27);
+    place.assert_delta_rs_reads_the_same(py, 27);
 }
 
 /// Column chunks written uncompressed (columns zstd does not shrink: random bounded
@@ -286,19 +300,13 @@ fn delta_rs_reads_uncompressed_columns_shoal_writes() {
         ],
     )
     .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let t = Table::at(&place.table).unwrap();
-        t.write(vec![batch]).execute().await.unwrap();
-    });
+    place.write_one(batch);
     let (uncompressed, compressed) = chunk_codecs(Path::new(&place.table));
     assert!(
         uncompressed > 0 && compressed > 0,
         "expected both uncompressed ({uncompressed}) and compressed ({compressed}) column chunks"
     );
-    let dumps = place.dumps.to_str().unwrap();
-    run_python(&py, DUMP_ALL_VERSIONS, &place.args(&[dumps]));
-    compare_versions(&place.table, &place.dumps, 0);
+    place.assert_delta_rs_reads_the_same(&py, 0);
 }
 
 /// Checks, with pyarrow, the string and 64-bit integer column chunks of every data
@@ -337,9 +345,8 @@ print(strings, integers)
 /// String columns (short values, values past 16 bytes, multi-byte UTF-8, empty
 /// strings, nulls, long runs, an all-null stretch) and delta-packed integer columns
 /// (ids, jittered times with nulls, 32-bit values with nulls, dates) in files of
-/// several row groups: Shoal builds
-/// these chunks itself; pyarrow finds each chunk's statistics exact and delta-rs
-/// reads the table identically.
+/// several row groups: Shoal builds these chunks itself; pyarrow finds each chunk's
+/// statistics exact and delta-rs reads the table identically.
 #[test]
 fn delta_rs_and_pyarrow_read_the_chunks_shoal_builds() {
     let Some(py) = python("delta-rs interop, Shoal's own column chunks") else {
@@ -396,11 +403,7 @@ fn delta_rs_and_pyarrow_read_the_chunks_shoal_builds() {
         ],
     )
     .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let t = Table::at(&place.table).unwrap();
-        t.write(vec![batch]).execute().await.unwrap();
-    });
+    place.write_one(batch);
     let row_groups: usize = parquet_footers(Path::new(&place.table))
         .iter()
         .map(|f| f.num_row_groups())
@@ -415,9 +418,7 @@ fn delta_rs_and_pyarrow_read_the_chunks_shoal_builds() {
         format!("{} {}", 3 * row_groups, 4 * row_groups),
         "string and integer chunks checked"
     );
-    let dumps = place.dumps.to_str().unwrap();
-    run_python(&py, DUMP_ALL_VERSIONS, &place.args(&[dumps]));
-    compare_versions(&place.table, &place.dumps, 0);
+    place.assert_delta_rs_reads_the_same(&py, 0);
 }
 
 /// (uncompressed, compressed) column chunks of the data files under `dir`.
@@ -455,10 +456,8 @@ fn shoal_reads_every_version_delta_rs_writes_on_s3() {
 }
 
 fn delta_rs_writes_shoal_reads(py: &str, place: &Place) {
-    let dumps = place.dumps.to_str().unwrap();
     run_python(py, WRITE, &place.args(&[]));
-    run_python(py, DUMP_ALL_VERSIONS, &place.args(&[dumps]));
-    compare_versions(&place.table, &place.dumps, 15);
+    place.assert_delta_rs_reads_the_same(py, 15);
     // And Shoal can keep writing to it.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -469,5 +468,6 @@ fn delta_rs_writes_shoal_reads(py: &str, place: &Place) {
         assert_eq!(again.checkpoint_version(), Some(snap.version()));
         assert_eq!(again.num_files(), snap.num_files());
     });
+    let dumps = place.dumps.to_str().unwrap();
     run_python(py, DUMP_ALL_VERSIONS, &place.args(&[dumps]));
 }

@@ -1678,10 +1678,9 @@ impl Plan {
         merged
             .batches
             .push(self.target_batch(batch.columns().to_vec(), unmatched)?);
-        let new_rows = self.target_batch(new_columns, &not(&deleted)?)?;
-        if new_rows.num_rows() > 0 {
-            merged.batches.push(new_rows);
-        }
+        merged
+            .batches
+            .push(self.target_batch(new_columns, &not(&deleted)?)?);
         Ok(())
     }
 

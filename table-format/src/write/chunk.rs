@@ -131,7 +131,8 @@ pub(crate) struct ChunkWriter {
     encodings: Vec<Encoding>,
     dictionary_page_offset: Option<i64>,
     data_page_offset: Option<i64>,
-    total_compressed: i64,
+    /// The pages' sizes before compression, headers included (their sizes after are
+    /// the bytes in `sink`).
     total_uncompressed: i64,
     rows: usize,
     nulls: usize,
@@ -158,7 +159,6 @@ impl ChunkWriter {
             encodings: vec![Encoding::RLE],
             dictionary_page_offset: None,
             data_page_offset: None,
-            total_compressed: 0,
             total_uncompressed: 0,
             rows: 0,
             nulls: 0,
@@ -183,15 +183,14 @@ impl ChunkWriter {
         let spec = SerializedPageWriter::new(&mut self.sink)
             .write_page(CompressedPage::new(page, uncompressed))?;
         self.dictionary_page_offset = Some(spec.offset as i64);
-        self.total_compressed += spec.compressed_size as i64;
         self.total_uncompressed += spec.uncompressed_size as i64;
         self.count(PageType::DICTIONARY_PAGE, Encoding::PLAIN);
         Ok(())
     }
 
     /// A new page body of the rows of `span`: their definition levels when the
-    /// column is nullable (`validity` then is the chunk's), to be followed by the
-    /// values (about `value_bytes` of them).
+    /// column is nullable (`validity`, the chunk's, is then given), to be followed by
+    /// the values (about `value_bytes` of them).
     pub fn page_body(
         &self,
         validity: Option<&BooleanBuffer>,
@@ -199,7 +198,7 @@ impl ChunkWriter {
         value_bytes: usize,
     ) -> Vec<u8> {
         let mut body = Vec::with_capacity(value_bytes + 64);
-        if let Some(validity) = validity.filter(|_| self.nullable()) {
+        if let Some(validity) = validity {
             def_levels(
                 validity,
                 span.first,
@@ -226,7 +225,6 @@ impl ChunkWriter {
         let spec = SerializedPageWriter::new(&mut self.sink)
             .write_page(CompressedPage::new(data_page, uncompressed))?;
         self.data_page_offset.get_or_insert(spec.offset as i64);
-        self.total_compressed += spec.compressed_size as i64;
         self.total_uncompressed += spec.uncompressed_size as i64;
         self.count(PageType::DATA_PAGE, encoding);
         if let Some(index) = self.offset_index.as_mut() {
@@ -279,25 +277,20 @@ impl ChunkWriter {
         if let Some(index) = self.column_index.as_mut() {
             index.set_boundary_order(boundary_order(pages));
         }
-        let bounds = pages.iter().flatten().fold(None, |acc, &(l, h)| match acc {
-            Some((lo, hi)) => Some((if l < lo { l } else { lo }, if h > hi { h } else { hi })),
-            None => Some((l, h)),
-        });
-        let (min, max) = bounds.unzip();
-        let statistics = statistics(min, max, self.nulls as u64);
         let mut builder = ColumnChunkMetaData::builder(self.descr.clone())
             .set_compression(self.compression)
             .set_encodings_mask(EncodingMask::new_from_encodings(self.encodings.iter()))
             .set_page_encoding_stats(self.encoding_stats)
-            .set_total_compressed_size(self.total_compressed)
+            .set_total_compressed_size(self.sink.bytes_written() as i64)
             .set_total_uncompressed_size(self.total_uncompressed)
             .set_num_values(self.rows as i64)
             .set_data_page_offset(self.data_page_offset.unwrap_or(0))
             .set_dictionary_page_offset(self.dictionary_page_offset);
         if self.statistics != EnabledStatistics::None {
+            let (min, max) = pages.iter().fold(None, |acc, b| widen(acc, *b)).unzip();
             let nulls = self.nulls as i64;
             builder = builder
-                .set_statistics(statistics)
+                .set_statistics(statistics(min, max, self.nulls as u64))
                 .set_unencoded_byte_array_data_bytes(self.unencoded_bytes)
                 .set_definition_level_histogram(
                     (self.descr.max_def_level() == 1)
@@ -344,6 +337,16 @@ impl ChunkWriter {
         Ok(Bytes::from(
             compressor.compress(&page).map_err(ParquetError::from)?,
         ))
+    }
+}
+
+/// The smallest and largest of two bounds, either of which may be absent.
+pub(crate) fn widen<T: PartialOrd + Copy>(a: Option<(T, T)>, b: Option<(T, T)>) -> Option<(T, T)> {
+    match (a, b) {
+        (Some((lo, hi)), Some((l, h))) => {
+            Some((if l < lo { l } else { lo }, if h > hi { h } else { hi }))
+        }
+        (a, b) => a.or(b),
     }
 }
 
@@ -453,21 +456,29 @@ fn bit_pack(values: &[u32], bit_width: u8, out: &mut Vec<u8>) {
 fn bit_pack_run(values: &[u32], bit_width: u8, out: &mut Vec<u8>) {
     let groups = values.len().div_ceil(8);
     varint(((groups as u64) << 1) | 1, out);
-    let width = u32::from(bit_width);
-    let bytes = groups * usize::from(bit_width);
-    let end = out.len() + bytes;
-    out.reserve(bytes);
-    // Four bytes at a time: `acc` holds fewer than 32 bits between values, and a
-    // value has at most 32.
-    let mut acc = 0u64;
+    pack_bits(values, u32::from(bit_width), out);
+}
+
+/// Appends `values` of `width` bits each (at most 64), least significant bit first,
+/// as whole groups of 8: a last group of fewer values is padded with zero bits. The
+/// packing of bit-packed runs and of DELTA_BINARY_PACKED miniblocks.
+pub(crate) fn pack_bits<T: Copy + Into<u64>>(values: &[T], width: u32, out: &mut Vec<u8>) {
+    if width == 0 {
+        return;
+    }
+    let end = out.len() + values.len().div_ceil(8) * width as usize;
+    out.reserve(end - out.len());
+    // Eight bytes at a time: `acc` holds fewer than 64 bits between values, and a
+    // value has at most 64.
+    let mut acc = 0u128;
     let mut bits = 0u32;
     for &v in values {
-        acc |= u64::from(v) << bits;
+        acc |= u128::from(v.into()) << bits;
         bits += width;
-        if bits >= 32 {
-            out.extend_from_slice(&(acc as u32).to_le_bytes());
-            acc >>= 32;
-            bits -= 32;
+        if bits >= 64 {
+            out.extend_from_slice(&(acc as u64).to_le_bytes());
+            acc >>= 64;
+            bits -= 64;
         }
     }
     // The bits left, then the zero padding of the last group.
@@ -554,10 +565,39 @@ mod tests {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
+    use std::sync::Arc;
+
     use arrow::array::RecordBatch;
+    use arrow::datatypes::{DataType, Field, Schema};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ArrowWriter;
     use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+
+    /// `values` as `data_type` in batches of 2000, 3000 and 1000 rows (fewer when
+    /// there are fewer values), of one column `name`: with pages of 1000 rows, pages
+    /// fall on batch edges for parquet-rs too.
+    pub fn batches(
+        values: &ArrayRef,
+        name: &str,
+        data_type: &DataType,
+        nullable: bool,
+    ) -> Vec<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            name,
+            data_type.clone(),
+            nullable,
+        )]));
+        let values = arrow::compute::cast(values, data_type).unwrap();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for len in [2000, 3000, 1000] {
+            let len = len.min(values.len() - start);
+            let part = values.slice(start, len);
+            out.push(RecordBatch::try_new(schema.clone(), vec![part]).unwrap());
+            start += len;
+        }
+        out
+    }
 
     /// An encoder of ours.
     pub type Encoder = fn(&ColumnDescPtr, &WriterProperties, &[ArrayRef]) -> Result<Outcome>;

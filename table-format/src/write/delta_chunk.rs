@@ -20,58 +20,75 @@ use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::schema::types::ColumnDescPtr;
 
 use super::chunk::{
-    nulls_in_required, page_rows, page_spans, supported, validity, varint, ChunkWriter,
+    nulls_in_required, pack_bits, page_rows, page_spans, supported, validity, varint, ChunkWriter,
     EncodedChunk, Outcome, PageFacts,
 };
 use crate::error::Result;
 
 /// Miniblocks per block.
 const MINIBLOCKS: usize = 4;
-/// Values per miniblock at most (INT64's).
-const MAX_MINIBLOCK: usize = 64;
+/// Values per block at most (INT64's).
+const MAX_BLOCK: usize = 64 * MINIBLOCKS;
 
-/// The layout of a physical type's delta blocks, as parquet-rs's: miniblocks of as
-/// many values as the type has bits (its reader unpacks them that many at a time).
-#[derive(Clone, Copy)]
-struct Layout {
-    /// INT32: deltas wrap at 32 bits.
-    int32: bool,
-    miniblock: usize,
+/// The physical type's width, which sets the layout of its delta blocks as parquet-rs
+/// writes them (miniblocks of as many values as the type has bits, which its reader
+/// unpacks that many at a time) and where deltas wrap.
+#[derive(Clone, Copy, PartialEq)]
+enum Width {
+    Int32,
+    Int64,
 }
 
-impl Layout {
-    fn block(self) -> usize {
-        self.miniblock * MINIBLOCKS
+impl Width {
+    fn bits(self) -> usize {
+        match self {
+            Width::Int32 => 32,
+            Width::Int64 => 64,
+        }
+    }
+
+    fn miniblock(self) -> usize {
+        self.bits()
     }
 
     /// `value - previous`, wrapping at the type's width.
     fn delta(self, value: i64, previous: i64) -> i64 {
-        if self.int32 {
-            i64::from((value as i32).wrapping_sub(previous as i32))
-        } else {
-            value.wrapping_sub(previous)
+        match self {
+            Width::Int32 => i64::from((value as i32).wrapping_sub(previous as i32)),
+            Width::Int64 => value.wrapping_sub(previous),
         }
     }
 
     /// `delta - min_delta` as the unsigned value packed.
     fn adjusted(self, delta: i64, min_delta: i64) -> u64 {
-        if self.int32 {
-            u64::from((delta as i32).wrapping_sub(min_delta as i32) as u32)
-        } else {
-            delta.wrapping_sub(min_delta) as u64
+        match self {
+            Width::Int32 => u64::from((delta as i32).wrapping_sub(min_delta as i32) as u32),
+            Width::Int64 => delta.wrapping_sub(min_delta) as u64,
         }
+    }
+
+    /// A value as Parquet's PLAIN encoding of the type stores it (the column index's
+    /// bounds).
+    fn plain(self, v: i64) -> Vec<u8> {
+        match self {
+            Width::Int32 => (v as i32).to_le_bytes().to_vec(),
+            Width::Int64 => v.to_le_bytes().to_vec(),
+        }
+    }
+}
+
+/// The width of the Arrow types [`encode`] takes.
+fn arrow_width(data_type: &DataType) -> Option<Width> {
+    match data_type {
+        DataType::Int64 | DataType::Timestamp(TimeUnit::Microsecond, _) => Some(Width::Int64),
+        DataType::Int32 | DataType::Date32 => Some(Width::Int32),
+        _ => None,
     }
 }
 
 /// Whether [`encode`] may take a column of this Arrow type.
 pub(crate) fn handles(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::Int64
-            | DataType::Timestamp(TimeUnit::Microsecond, _)
-            | DataType::Int32
-            | DataType::Date32
-    )
+    arrow_width(data_type).is_some()
 }
 
 /// Encodes `arrays` (the column's values in row order, all of a type that
@@ -84,15 +101,9 @@ pub(crate) fn encode(
     arrays: &[ArrayRef],
 ) -> Result<Outcome> {
     let path = descr.path();
-    let layout = match descr.physical_type() {
-        PhysicalType::INT64 => Layout {
-            int32: false,
-            miniblock: 64,
-        },
-        PhysicalType::INT32 => Layout {
-            int32: true,
-            miniblock: 32,
-        },
+    let width = match descr.physical_type() {
+        PhysicalType::INT64 => Width::Int64,
+        PhysicalType::INT32 => Width::Int32,
         _ => return Ok(Outcome::NotThisColumn),
     };
     if !supported(descr, props)
@@ -101,7 +112,14 @@ pub(crate) fn encode(
     {
         return Ok(Outcome::NotThisColumn);
     }
-    if nulls_in_required(descr, arrays) || !arrays.iter().all(|a| handles(a.data_type())) {
+    // The Arrow type's width must be the physical type's.
+    if !arrays
+        .iter()
+        .all(|a| arrow_width(a.data_type()) == Some(width))
+    {
+        return Ok(Outcome::NotThisColumn);
+    }
+    if nulls_in_required(descr, arrays) {
         return Ok(Outcome::NotTheseValues);
     }
     let rows: usize = arrays.iter().map(|a| a.len()).sum();
@@ -133,19 +151,10 @@ pub(crate) fn encode(
             ),
         }
     }
-    // The physical type's layout must match the Arrow type's width.
-    let arrow_int32 = matches!(
-        arrays.first().map(|a| a.data_type()),
-        Some(DataType::Int32 | DataType::Date32)
-    );
-    if arrow_int32 != layout.int32 {
-        return Ok(Outcome::NotThisColumn);
-    }
-    let bits = if layout.int32 { 32 } else { 64 };
-    let rows_per_page = page_rows(props, descr, bits);
+    let rows_per_page = page_rows(props, descr, width.bits());
     write(
         ChunkWriter::new(descr, props),
-        layout,
+        width,
         &values,
         validity.as_ref(),
         rows,
@@ -168,7 +177,7 @@ fn non_null<T: Copy + Into<i64>>(
 
 fn write(
     mut chunk: ChunkWriter,
-    layout: Layout,
+    width: Width,
     values: &[i64],
     validity: Option<&BooleanBuffer>,
     rows: usize,
@@ -177,19 +186,19 @@ fn write(
     let mut page_bounds: Vec<Option<(i64, i64)>> = Vec::new();
     for span in page_spans(rows, rows_per_page, validity) {
         let mut body = chunk.page_body(validity, &span, span.values.len() * 4);
-        let bounds = delta_binary_packed(layout, &values[span.values.clone()], &mut body);
+        let bounds = delta_binary_packed(width, &values[span.values.clone()], &mut body);
         page_bounds.push(bounds);
         let facts = PageFacts {
             rows: span.rows,
             nulls: span.rows - span.values.len(),
-            bounds: bounds.map(|(l, h)| (plain(layout, l), plain(layout, h))),
+            bounds: bounds.map(|(l, h)| (width.plain(l), width.plain(h))),
             unencoded_bytes: None,
         };
         chunk.data_page(body, Encoding::DELTA_BINARY_PACKED, facts)?;
     }
     let signed = chunk.signed_sort_order();
     chunk.finish(&page_bounds, |min, max, nulls| {
-        if layout.int32 {
+        if width == Width::Int32 {
             // The values came from i32s.
             let narrow = |v: i64| v as i32;
             Statistics::Int32(
@@ -205,24 +214,15 @@ fn write(
     })
 }
 
-/// A value as Parquet's PLAIN encoding of the physical type stores it (the column
-/// index's bounds).
-fn plain(layout: Layout, v: i64) -> Vec<u8> {
-    if layout.int32 {
-        (v as i32).to_le_bytes().to_vec()
-    } else {
-        v.to_le_bytes().to_vec()
-    }
-}
-
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
 /// Appends `values` as one DELTA_BINARY_PACKED stream and returns their smallest and
 /// largest (`None` when there are none).
-fn delta_binary_packed(layout: Layout, values: &[i64], out: &mut Vec<u8>) -> Option<(i64, i64)> {
-    let (block_size, miniblock) = (layout.block(), layout.miniblock);
+fn delta_binary_packed(width: Width, values: &[i64], out: &mut Vec<u8>) -> Option<(i64, i64)> {
+    let miniblock = width.miniblock();
+    let block_size = miniblock * MINIBLOCKS;
     varint(block_size as u64, out);
     varint(MINIBLOCKS as u64, out);
     varint(values.len() as u64, out);
@@ -233,72 +233,38 @@ fn delta_binary_packed(layout: Layout, values: &[i64], out: &mut Vec<u8>) -> Opt
     varint(zigzag(first), out);
     let (mut lo, mut hi) = (first, first);
     let mut previous = first;
-    let mut deltas = [0i64; MAX_MINIBLOCK * MINIBLOCKS];
-    let mut adjusted = [0u64; MAX_MINIBLOCK * MINIBLOCKS];
-    let mut packed = [0u64; MAX_MINIBLOCK];
+    // A block's deltas, then what is packed of them: `delta - min_delta`, and zeros
+    // after the last value (the last miniblock is padded to a full one).
+    let mut deltas = [0i64; MAX_BLOCK];
+    let mut packed = [0u64; MAX_BLOCK];
     for block in values[1..].chunks(block_size) {
+        let n = block.len();
         let mut min_delta = i64::MAX;
         for (d, &v) in deltas.iter_mut().zip(block) {
-            *d = layout.delta(v, previous);
+            *d = width.delta(v, previous);
             previous = v;
             min_delta = min_delta.min(*d);
             lo = lo.min(v);
             hi = hi.max(v);
         }
         varint(zigzag(min_delta), out);
-        let n = block.len();
-        for (a, &d) in adjusted.iter_mut().zip(&deltas[..n]) {
-            *a = layout.adjusted(d, min_delta);
+        for (p, &d) in packed.iter_mut().zip(&deltas[..n]) {
+            *p = width.adjusted(d, min_delta);
         }
+        packed[n..block_size].fill(0);
+        // Miniblocks past the last value have no bits (their width is written as 0).
+        let used = n.div_ceil(miniblock);
+        let miniblocks = packed[..used * miniblock].chunks(miniblock);
         let mut widths = [0u8; MINIBLOCKS];
-        for (m, width) in widths.iter_mut().enumerate() {
-            let start = m * miniblock;
-            if start >= n {
-                break;
-            }
-            let end = (start + miniblock).min(n);
-            let any = adjusted[start..end].iter().fold(0u64, |acc, &a| acc | a);
-            *width = (64 - any.leading_zeros()) as u8;
+        for (w, values) in widths.iter_mut().zip(miniblocks.clone()) {
+            *w = (64 - values.iter().fold(0u64, |acc, &a| acc | a).leading_zeros()) as u8;
         }
         out.extend_from_slice(&widths);
-        for (m, &width) in widths.iter().enumerate() {
-            let start = m * miniblock;
-            if start >= n {
-                break;
-            }
-            // The last miniblock is padded with zeros to a full one.
-            let end = (start + miniblock).min(n);
-            let mut values = [0u64; MAX_MINIBLOCK];
-            values[..end - start].copy_from_slice(&adjusted[start..end]);
-            pack_miniblock(&values[..miniblock], u32::from(width), &mut packed, out);
+        for (&w, values) in widths.iter().zip(miniblocks) {
+            pack_bits(values, u32::from(w), out);
         }
     }
     Some((lo, hi))
-}
-
-/// Appends `values` (a miniblock: a multiple of 8 of them, at most 64) of `width` bits
-/// each, least significant bit first (`words` is scratch space).
-fn pack_miniblock(values: &[u64], width: u32, words: &mut [u64; MAX_MINIBLOCK], out: &mut Vec<u8>) {
-    if width == 0 {
-        return;
-    }
-    let bytes = values.len() * width as usize / 8;
-    let used = bytes.div_ceil(8);
-    words[..used].fill(0);
-    let mut bit = 0u32;
-    for &v in values {
-        let word = (bit / 64) as usize;
-        let shift = bit % 64;
-        words[word] |= v << shift;
-        if shift + width > 64 {
-            words[word + 1] |= v >> (64 - shift);
-        }
-        bit += width;
-    }
-    for (i, w) in words[..used].iter().enumerate() {
-        let take = (bytes - i * 8).min(8);
-        out.extend_from_slice(&w.to_le_bytes()[..take]);
-    }
 }
 
 #[cfg(test)]
@@ -307,7 +273,6 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Int64Array, RecordBatch};
-    use arrow::datatypes::{Field, Schema};
     use parquet::basic::{Compression, ZstdLevel};
     use parquet::file::properties::WriterProperties;
     use parquet::schema::types::ColumnPath;
@@ -324,25 +289,12 @@ mod tests {
             .build()
     }
 
-    /// Batches of 2000, 3000 and 1000 rows (pages fall on batch edges for parquet-rs
-    /// too).
+    /// `values` as `data_type` in the batches of [`testing::batches`].
     fn batches(values: &[Option<i64>], data_type: &DataType, nullable: bool) -> Vec<RecordBatch> {
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "v",
-            data_type.clone(),
-            nullable,
-        )]));
-        let mut out = Vec::new();
-        let mut start = 0;
-        for len in [2000, 3000, 1000] {
-            let len = len.min(values.len() - start);
-            let part = Int64Array::from(values[start..start + len].to_vec());
-            let array = arrow::compute::cast(&part, data_type).unwrap();
-            assert_eq!(array.null_count(), part.null_count(), "values fit the type");
-            out.push(RecordBatch::try_new(schema.clone(), vec![array]).unwrap());
-            start += len;
-        }
-        out
+        let wide: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));
+        let typed = arrow::compute::cast(&wide, data_type).unwrap();
+        assert_eq!(typed.null_count(), wide.null_count(), "values fit the type");
+        testing::batches(&wide, "v", data_type, nullable)
     }
 
     /// The types covered, with values for each (32-bit types get the values cut to

@@ -13,7 +13,7 @@
 //! then RLE_DICTIONARY data pages (Parquet format v1 pages, RLE definition levels),
 //! compressed with the column's codec, with the chunk statistics, page encoding stats,
 //! definition level histogram, column index and offset index. [`encode`] declines
-//! (returns `None`) whatever it does not cover, and the caller falls back to the Arrow
+//! whatever it does not cover (see [`Outcome`]), and the caller falls back to the Arrow
 //! writer: format v2 pages, codecs other than zstd, bloom filters, page header
 //! statistics, values longer than the statistics truncation length, dictionaries
 //! over the page size limit, chunks without a non-null value.
@@ -30,7 +30,7 @@ use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::schema::types::ColumnDescPtr;
 
 use super::chunk::{
-    nulls_in_required, page_rows, page_spans, rle_hybrid, supported, validity, ChunkWriter,
+    nulls_in_required, page_rows, page_spans, rle_hybrid, supported, validity, widen, ChunkWriter,
     EncodedChunk, Outcome, PageFacts,
 };
 use crate::error::Result;
@@ -232,32 +232,43 @@ impl<'a> Dictionary<'a> {
                 match self.recent[slot] {
                     (k, i) if k == key => i,
                     _ => {
-                        let i = match self.short.get(&key) {
-                            Some(&i) => i,
-                            None => {
-                                let i = self.insert(&values[start..start + len], limit)?;
-                                self.short.insert(key, i);
-                                i
-                            }
-                        };
+                        let i = self.short_index(key, &values[start..start + len], limit)?;
                         self.recent[slot] = (key, i);
                         i
                     }
                 }
             } else {
-                let value = &values[start..start + len];
-                match self.long.get(value) {
-                    Some(&i) => i,
-                    None => {
-                        let i = self.insert(value, limit)?;
-                        self.long.insert(value, i);
-                        i
-                    }
-                }
+                self.long_index(&values[start..start + len], limit)?
             };
             indices.push(index);
         }
         Ok(())
+    }
+
+    /// The index of a value of up to 15 bytes (`key` its [`short_key`]), a new
+    /// entry's if it is new.
+    fn short_index(
+        &mut self,
+        key: u128,
+        value: &'a [u8],
+        limit: &Limits,
+    ) -> std::result::Result<u32, Stop> {
+        if let Some(&i) = self.short.get(&key) {
+            return Ok(i);
+        }
+        let i = self.insert(value, limit)?;
+        self.short.insert(key, i);
+        Ok(i)
+    }
+
+    /// The index of a longer value, a new entry's if it is new.
+    fn long_index(&mut self, value: &'a [u8], limit: &Limits) -> std::result::Result<u32, Stop> {
+        if let Some(&i) = self.long.get(value) {
+            return Ok(i);
+        }
+        let i = self.insert(value, limit)?;
+        self.long.insert(value, i);
+        Ok(i)
     }
 
     /// A new entry's index, unless a limit is passed.
@@ -309,7 +320,7 @@ fn write(
     // The page each entry was last seen in, to list a page's distinct entries.
     let mut seen = vec![usize::MAX; dictionary.entries.len()];
     let mut distinct = Vec::new();
-    let mut page_bounds: Vec<Bounds<'_>> = Vec::new();
+    let mut page_bounds: Vec<Option<(&[u8], &[u8])>> = Vec::new();
     for (page, span) in page_spans(rows, rows_per_page, validity)
         .into_iter()
         .enumerate()
@@ -355,16 +366,6 @@ fn write(
                 .with_backwards_compatible_min_max(signed),
         )
     })
-}
-
-/// A page's (or the chunk's) smallest and largest value.
-type Bounds<'a> = Option<(&'a [u8], &'a [u8])>;
-
-fn widen<'a>(bounds: Bounds<'a>, other: Bounds<'a>) -> Bounds<'a> {
-    match (bounds, other) {
-        (Some((lo, hi)), Some((l, h))) => Some((lo.min(l), hi.max(h))),
-        (a, b) => a.or(b),
-    }
 }
 
 #[cfg(test)]
@@ -429,28 +430,14 @@ mod tests {
             .build()
     }
 
-    /// Batches of 2000, 3000 and 1000 rows (page boundaries fall on batch edges for
-    /// parquet-rs too) of `values` as `data_type`.
+    /// `values` as `data_type` in the batches of [`testing::batches`].
     fn batches(
         values: &[Option<String>],
         data_type: &DataType,
         nullable: bool,
     ) -> Vec<RecordBatch> {
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "s",
-            data_type.clone(),
-            nullable,
-        )]));
-        let mut out = Vec::new();
-        let mut start = 0;
-        for len in [2000, 3000, 1000] {
-            let len = len.min(values.len() - start);
-            let strings = StringArray::from(values[start..start + len].to_vec());
-            let array = arrow::compute::cast(&strings, data_type).unwrap();
-            out.push(RecordBatch::try_new(schema.clone(), vec![array]).unwrap());
-            start += len;
-        }
-        out
+        let strings: ArrayRef = Arc::new(StringArray::from(values.to_vec()));
+        testing::batches(&strings, "s", data_type, nullable)
     }
 
     fn assert_same_as_parquet_rs(batches: &[RecordBatch], compression: Compression) {

@@ -2,6 +2,7 @@
 //! target file sizes. Encoding runs on the blocking pool; uploads are async.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tracing::warn;
 
@@ -138,8 +139,11 @@ impl Chunk {
 struct OpenFile {
     writer: SerializedFileWriter<Vec<u8>>,
     factory: ArrowRowGroupWriterFactory,
-    /// What the encoding of a row group needs of `writer`.
-    layout: Arc<FileLayout>,
+    /// Leaves Shoal's own encoders ([`own_chunk`]) gave up on for the file in an
+    /// earlier row group ([`Outcome::NotThisColumn`]): the Arrow writer takes them
+    /// from then on (a dictionary that overflowed once is not built again to be
+    /// thrown away).
+    declined: Arc<[AtomicBool]>,
     schema: SchemaRef,
     /// The writer's properties before the per-column choices made on the first row
     /// group (see [`OpenFile::seal`]).
@@ -226,7 +230,6 @@ impl OpenFile {
             let trial = self.pending_rows >= 4 * COLUMN_SAMPLE_ROWS;
             let props = column_choices(&self.base_props, self.delta_encoding, trial, &sample);
             (self.writer, self.factory) = file_writer(&self.schema, props)?;
-            self.layout = FileLayout::of(&self.schema, &self.writer);
         }
         let group = std::mem::take(&mut self.pending);
         let rows = self.pending_rows;
@@ -234,7 +237,12 @@ impl OpenFile {
         self.pending_bytes = 0;
         let writers = self.factory.create_column_writers(self.row_groups)?;
         self.row_groups += 1;
-        let file = self.layout.clone();
+        let file = FileLayout {
+            schema: self.schema.clone(),
+            props: self.writer.properties().clone(),
+            leaves: self.writer.schema_descr().columns().to_vec(),
+            declined: self.declined.clone(),
+        };
         let mut stats = self.stats.empty_like();
         self.encoding
             .push_back(tokio::task::spawn_blocking(move || {
@@ -319,23 +327,8 @@ struct FileLayout {
     schema: SchemaRef,
     props: WriterPropertiesPtr,
     leaves: Vec<ColumnDescPtr>,
-    /// Leaves Shoal's own encoders ([`own_chunk`]) gave up on for the file in an
-    /// earlier row group ([`Outcome::NotThisColumn`]): the Arrow writer takes them
-    /// from then on (a dictionary that overflowed once is not built again to be
-    /// thrown away).
-    declined: Vec<std::sync::atomic::AtomicBool>,
-}
-
-impl FileLayout {
-    fn of(schema: &SchemaRef, writer: &SerializedFileWriter<Vec<u8>>) -> Arc<FileLayout> {
-        let leaves = writer.schema_descr().columns().to_vec();
-        Arc::new(FileLayout {
-            schema: schema.clone(),
-            props: writer.properties().clone(),
-            declined: leaves.iter().map(|_| Default::default()).collect(),
-            leaves,
-        })
-    }
+    /// [`OpenFile::declined`].
+    declined: Arc<[AtomicBool]>,
 }
 
 /// Encodes one row group on up to `threads` threads (the calling thread included)
@@ -461,7 +454,7 @@ fn encode_row_group(
 }
 
 /// The column `index` of `group` (leaf `leaf` of the file) as a chunk built by
-/// Shoal (dictionary-encoded strings, delta-packed 64-bit integers), when one of its
+/// Shoal (dictionary-encoded strings, delta-packed integers), when one of its
 /// encoders covers the column and its values.
 fn own_chunk(
     file: &FileLayout,
@@ -477,7 +470,7 @@ fn own_chunk(
     let (Some(descr), Some(declined)) = (file.leaves.get(leaf), file.declined.get(leaf)) else {
         return Ok(None);
     };
-    if declined.load(std::sync::atomic::Ordering::Relaxed) {
+    if declined.load(Ordering::Relaxed) {
         return Ok(None);
     }
     let arrays: Vec<ArrayRef> = group.iter().map(|b| b.column(index).clone()).collect();
@@ -490,7 +483,7 @@ fn own_chunk(
         Outcome::Built(chunk) => Some(*chunk),
         Outcome::NotTheseValues => None,
         Outcome::NotThisColumn => {
-            declined.store(true, std::sync::atomic::Ordering::Relaxed);
+            declined.store(true, Ordering::Relaxed);
             None
         }
     })
@@ -825,8 +818,9 @@ impl DataWriter {
         };
         // Column choices are made when the first row group is sealed.
         let (writer, factory) = file_writer(&self.data_schema, self.props.clone())?;
+        let leaves = writer.schema_descr().num_columns();
         Ok(OpenFile {
-            layout: FileLayout::of(&self.data_schema, &writer),
+            declined: (0..leaves).map(|_| AtomicBool::new(false)).collect(),
             writer,
             factory,
             schema: self.data_schema.clone(),
